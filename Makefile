@@ -1,0 +1,51 @@
+# The two commands of the README:  `make book`  and  `make test`.
+# Both create .venv/ on first use (requirements.txt + lsutils, editable).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY := .venv/bin/python
+STAMP := .venv/.lsutils-setup
+NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --sanitize-with tests/nbval_sanitize.cfg
+
+.PHONY: book test setup unit nbval book-committed bench outputs clean help
+
+help:
+	@echo "make book   - set up, execute every chapter (cached; profile from LSUTILS_PROFILE, default cpu/gpu) and build _build/html"
+	@echo "make test   - set up, unit tests, every chapter under nbval (smoke profile, network off), book build with -W"
+	@echo "make bench  - lsutils trainer vs a DataLoader loop, samples/s and their ratio"
+	@echo "make outputs - re-execute every chapter in place with the cpu profile (committed outputs)"
+
+setup: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml tools/setup.sh
+	bash tools/setup.sh
+	@touch $@
+
+book: setup
+	$(PY) tools/book.py execute
+
+test: setup unit nbval book-committed
+	@echo "==> make test: all passed"
+
+unit: setup
+	@echo "==> 1/3 unit tests (network off)"
+	tools/netoff.sh $(PY) -m pytest tests/ -q -p no:cacheprovider
+
+nbval: setup
+	@echo "==> 2/3 every chapter under nbval, smoke profile (network off)"
+	LSUTILS_PROFILE=smoke tools/netoff.sh $(PY) -m pytest $(NBVAL) chapters/
+
+book-committed: setup
+	@echo "==> 3/3 the book from the committed outputs, warnings as errors"
+	$(PY) tools/book.py committed
+
+bench: setup
+	$(PY) benchmarks/bench_trainer.py
+
+outputs: setup
+	for nb in chapters/*.ipynb; do \
+	    echo "==> $$nb"; \
+	    LSUTILS_PROFILE=cpu $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+	        --ExecutePreprocessor.timeout=3600 "$$nb"; \
+	done
+
+clean:
+	rm -rf _build

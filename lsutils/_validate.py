@@ -1,0 +1,102 @@
+"""Argument checks shared by every public function of :mod:`lsutils`.
+
+Each check raises a :class:`TypeError` or :class:`ValueError` whose message names
+the argument, the value that was given and what is allowed, so that a reader
+never has to decode a CUDA device-side assert or a silent wrong result.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+
+__all__: list[str] = []  # private helpers; nothing is re-exported
+
+
+def check_tensor(name: str, value: Any, *, floating: bool | None = None, min_dim: int | None = None,
+                 allow_empty: bool = False) -> torch.Tensor:
+    """Return ``value`` if it is a tensor of the required kind, else raise.
+
+    ``floating=True`` requires a floating dtype, ``False`` an integer dtype, ``None`` either.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if floating is True and not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (e.g. float32), got dtype {value.dtype}")
+    if floating is False and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"{name} must hold integer class indices (dtype torch.long), got dtype {value.dtype}; "
+                        "pass probabilities as a float tensor of the same shape as the logits instead")
+    if min_dim is not None and value.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dimension(s), got shape {tuple(value.shape)}")
+    if not allow_empty and value.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(value.shape)}); at least one element is required")
+    return value
+
+
+def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Raise ``ValueError`` if a floating tensor holds NaN or infinity."""
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return value
+
+
+def check_probability(name: str, value: Any, *, low: float = 0.0, high: float = 1.0,
+                      low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``value`` as a float if it is a real number in the interval, else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        else:
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    lo_ok = value > low if low_open else value >= low
+    hi_ok = value < high if high_open else value <= high
+    if math.isnan(value) or not (lo_ok and hi_ok):
+        lb = "(" if low_open else "["
+        rb = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in {lb}{low}, {high}{rb}, got {value}")
+    return value
+
+
+def check_positive(name: str, value: Any, *, integer: bool = False, minimum: float | None = None) -> float | int:
+    """Return ``value`` if it is a positive (optionally integer) number at least ``minimum``."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        what = "an integer" if integer else "a real number"
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    if minimum is None:
+        if not value > 0 or (isinstance(value, float) and math.isnan(value)):
+            raise ValueError(f"{name} must be > 0, got {value}")
+    elif not value >= minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_num_classes(num_classes: Any, name: str = "num_classes") -> int:
+    """Return ``num_classes`` if it is an integer >= 2."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(f"{name} must be an int, got {type(num_classes).__name__}")
+    if num_classes < 2:
+        raise ValueError(f"{name} must be >= 2 (label smoothing needs at least two classes), got {num_classes}")
+    return num_classes
+
+
+def check_class_indices(name: str, target: torch.Tensor, num_classes: int,
+                        ignore_index: int | None = None) -> torch.Tensor:
+    """Raise ``ValueError`` if any index (other than ``ignore_index``) lies outside ``[0, num_classes)``."""
+    values = target if ignore_index is None else target[target != ignore_index]
+    if values.numel():
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            extra = f" (or ignore_index={ignore_index})" if ignore_index is not None else ""
+            raise ValueError(f"{name} holds class index {bad}, but indices must be in [0, {num_classes - 1}]{extra}")
+    return target
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
