@@ -6,7 +6,7 @@ PY := .venv/bin/python
 STAMP := .venv/.lsutils-setup
 NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book test setup unit nbval book-committed bench outputs clean help
+.PHONY: book test setup unit nbval book-committed browser bench outputs clean help
 
 help:
 	@echo "make book   - set up, execute every chapter (cached; profile from LSUTILS_PROFILE, default cpu/gpu) and build _build/html"
@@ -22,20 +22,24 @@ $(STAMP): requirements.txt pyproject.toml tools/setup.sh
 book: setup
 	$(PY) tools/book.py execute
 
-test: setup unit nbval book-committed
+test: setup unit nbval book-committed browser
 	@echo "==> make test: all passed"
 
 unit: setup
-	@echo "==> 1/3 unit tests (network off)"
-	tools/netoff.sh $(PY) -m pytest tests/ -q -p no:cacheprovider
+	@echo "==> 1/4 unit tests (network off)"
+	tools/netoff.sh $(PY) -m pytest tests/ -q -p no:cacheprovider --ignore=tests/browser
 
 nbval: setup
-	@echo "==> 2/3 every chapter under nbval, smoke profile (network off)"
+	@echo "==> 2/4 every chapter under nbval, smoke profile (network off)"
 	LSUTILS_PROFILE=smoke tools/netoff.sh $(PY) -m pytest $(NBVAL) chapters/
 
 book-committed: setup
-	@echo "==> 3/3 the book from the committed outputs, warnings as errors"
+	@echo "==> 3/4 the book from the committed outputs, warnings as errors"
 	$(PY) tools/book.py committed
+
+browser: setup
+	@echo "==> 4/4 the built book in headless Chromium (screenshots in _build/screenshots/)"
+	tools/netoff.sh $(PY) -m pytest tests/browser -q -p no:cacheprovider -rs
 
 bench: setup
 	$(PY) benchmarks/bench_trainer.py

@@ -18,7 +18,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-__all__ = ["register_loss", "build_loss", "available_losses", "LossContext"]
+__all__ = ["register_loss", "build_loss", "available_losses", "LossContext", "smoothing_spec"]
 
 _LOSSES: dict[str, Callable[..., Callable]] = {}
 
@@ -76,3 +76,18 @@ def build_loss(spec: Mapping[str, Any], context: LossContext | None = None) -> C
         return factory(**params)
     except TypeError as exc:  # unknown hyper-parameter names
         raise TypeError(f"bad hyper-parameters for loss {name!r}: {exc}") from exc
+
+
+def smoothing_spec(epsilon: float) -> dict[str, Any]:
+    """The canonical loss spec for smoothing strength ``epsilon``: ``{"name": "ce"}`` for 0, else ``{"name": "ls", "epsilon": ε}``.
+
+    Every chapter builds its CE/LS specs through this function, so that "ε = 0" and "plain CE" are one cached
+    model, not two.
+
+    >>> smoothing_spec(0.0), smoothing_spec(0.1)
+    ({'name': 'ce'}, {'name': 'ls', 'epsilon': 0.1})
+    """
+    from ._validate import check_probability
+
+    epsilon = check_probability("epsilon", epsilon)
+    return {"name": "ce"} if epsilon == 0.0 else {"name": "ls", "epsilon": epsilon}

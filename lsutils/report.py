@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["mean_std", "fmt_mean_std", "summarize"]
+__all__ = ["mean_std", "fmt_mean_std", "summarize", "glue"]
 
 
 def _as_floats(name: str, values: Iterable[Any]) -> list[float]:
@@ -73,3 +73,19 @@ def summarize(rows: Sequence[Mapping[str, Any]], by: Sequence[str], metrics: Seq
             rec["seeds"] = ", ".join(str(r[seed_key]) for r in members)
         records.append(rec)
     return pd.DataFrame.from_records(records).set_index(list(by))
+
+
+def glue(name: str, value: Any, *, display: bool = False) -> Any:
+    """Store ``value`` under ``name`` for the book's ``{glue:text}`name``` role and return it.
+
+    Uses ``myst_nb.glue`` when myst-nb is installed (the book build); elsewhere (e.g. Colab) it is a quiet no-op,
+    so chapters run anywhere. Prose numbers are glued, never typed by hand.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"glue name must be a non-empty str, got {name!r}")
+    try:
+        from myst_nb import glue as _myst_glue
+    except ImportError:
+        return value
+    _myst_glue(name, value, display=display)
+    return value
