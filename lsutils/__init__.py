@@ -18,3 +18,9 @@ __version__ = "0.1.0"
 from .registry import *  # noqa: F401,F403
 from .targets import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
+from .config import *  # noqa: F401,F403
+from .data import *  # noqa: F401,F403
+from .models import *  # noqa: F401,F403
+from .train import *  # noqa: F401,F403
+from .report import *  # noqa: F401,F403
+# chapter modules (one line each; keep this marker last)

@@ -1,0 +1,151 @@
+"""Throughput of lsutils' trainer against the training loop a user would write, in one run.
+
+    python benchmarks/bench_trainer.py              # 200 timed steps of batch 256 (about 30-40 s on 2 cores)
+    python benchmarks/bench_trainer.py --quick      # a few steps, for the test suite
+
+Both loops train the same model (the book's ``cpu``-profile model, built with the same seed),
+with the same optimiser (AdamW + one-cycle schedule with the profile's learning rate and weight
+decay), batch size and number of steps, on Fashion-MNIST:
+
+* **user loop**: ``torchvision.datasets.FashionMNIST`` with ``transforms.ToTensor()`` and
+  ``transforms.Normalize``, ``DataLoader(batch_size, shuffle=True, num_workers=0)`` (the
+  DataLoader defaults; ``--workers`` changes it), the model in its default memory format, and
+  ``loss.item()`` every step for a running loss, as tutorials write it;
+* **lsutils.fit**: the same images preloaded as one normalised tensor
+  (``lsutils.data.load_dataset``), a seeded permutation per epoch, ``channels_last`` inputs and
+  weights, the running loss summed on the device.
+
+Each loop first runs ``--warmup`` steps that are not timed (allocator, oneDNN kernels,
+DataLoader start-up). The lines printed give samples/s for each loop; the last line is
+``ratio: <lsutils samples/s ÷ user-loop samples/s>``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=200, help="timed optimiser steps per loop (default 200)")
+    ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: the cpu profile's, 256)")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed steps before timing (default 10)")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader num_workers of the user loop (default 0)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads for both loops (default: the number of CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="6 steps of batch 64 (+2 warm-up): a smoke test")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup = 6, 2
+        args.batch_size = args.batch_size or 64
+    for name in ("steps", "warmup", "workers"):
+        if getattr(args, name) < (1 if name == "steps" else 0):
+            ap.error(f"--{name} must be >= {1 if name == 'steps' else 0}, got {getattr(args, name)}")
+    if args.batch_size is not None and args.batch_size < 1:
+        ap.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    return args
+
+
+def _optimiser(model: torch.nn.Module, lr: float, weight_decay: float, total_steps: int):
+    """The trainer's optimiser, written out as a user would: AdamW + OneCycleLR (same settings as lsutils.fit)."""
+    from lsutils import train
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps,
+                                                pct_start=train._PCT_WARMUP, anneal_strategy="cos",
+                                                div_factor=25.0, final_div_factor=1e4)
+    return opt, sched
+
+
+def user_loop(make_model, root, batch_size: int, steps: int, warmup: int, workers: int, lr: float,
+              weight_decay: float, mean: float, std: float) -> float:
+    """samples/s of a textbook DataLoader loop over ``steps`` steps after ``warmup`` untimed steps."""
+    import torchvision
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+
+    tfm = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+    dataset = torchvision.datasets.FashionMNIST(str(root), train=True, download=False, transform=tfm)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
+    model = make_model()
+    opt, sched = _optimiser(model, lr, weight_decay, warmup + steps)
+    model.train()
+    running, done, start = 0.0, 0, time.perf_counter()
+    while done < warmup + steps:
+        for xb, yb in loader:
+            if done == warmup:
+                start = time.perf_counter()
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+            done += 1
+            if done == warmup + steps:
+                break
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def lsutils_loop(make_model, x: torch.Tensor, y: torch.Tensor, batch_size: int, steps: int, warmup: int,
+                 lr: float, weight_decay: float) -> float:
+    """samples/s of ``lsutils.fit`` for one epoch of exactly ``steps`` batches, after a ``warmup``-step fit."""
+    from lsutils import train
+
+    if warmup:
+        n = warmup * batch_size
+        train.fit(make_model(), x[:n], y[:n], F.cross_entropy, epochs=1, batch_size=batch_size, lr=lr,
+                  weight_decay=weight_decay, device="cpu", progress=False)
+    n = steps * batch_size
+    model = make_model()
+    start = time.perf_counter()
+    train.fit(model, x[:n], y[:n], F.cross_entropy, epochs=1, batch_size=batch_size, lr=lr,
+              weight_decay=weight_decay, device="cpu", progress=False)
+    return n / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> float:
+    args = _parse(argv)
+    from lsutils import config, data, models
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    profile = config.get_profile("cpu")
+    batch_size = args.batch_size or profile.batch_size
+    n = (args.steps + args.warmup) * batch_size
+    if n > 60000:
+        raise SystemExit(f"(--steps + --warmup) × --batch-size must be <= 60000 (one pass over Fashion-MNIST's "
+                         f"training set), got {n}")
+    # Also decompresses the raw IDX files into <data_root>/FashionMNIST/raw/, which the user loop reads.
+    ds = data.load_dataset("fashion_mnist", n_train=n, n_val=0, seed=0)
+
+    def make_model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return models.build_model(profile.model, ds.num_classes, ds.input_shape[0], width=profile.width)
+
+    n_params = sum(p.numel() for p in make_model().parameters())
+    print(f"torch {torch.__version__}, {threads} threads on {os.cpu_count()} cores; model {profile.model}"
+          f"(width={profile.width}), {n_params / 1e6:.2f} M parameters; batch {batch_size}, {args.steps} timed steps "
+          f"after {args.warmup} warm-up steps; AdamW + one-cycle, lr {profile.lr:g}, weight decay {profile.weight_decay:g}")
+    kw = dict(batch_size=batch_size, steps=args.steps, warmup=args.warmup, lr=profile.lr,
+              weight_decay=profile.weight_decay)
+    user = user_loop(make_model, data.data_root(), workers=args.workers, mean=ds.mean[0], std=ds.std[0], **kw)
+    print(f"user loop (torchvision FashionMNIST + ToTensor + Normalize, DataLoader(shuffle=True, "
+          f"num_workers={args.workers})): {user:,.0f} samples/s")
+    ours = lsutils_loop(make_model, ds.train.x, ds.train.y, **kw)
+    print(f"lsutils.fit (preloaded tensors, seeded permutation, channels_last): {ours:,.0f} samples/s")
+    ratio = ours / user
+    print(f"ratio: {ratio:.2f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

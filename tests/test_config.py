@@ -1,0 +1,64 @@
+import dataclasses
+
+import pytest
+import torch
+
+from lsutils.config import PROFILE_ENV_VAR, PROFILE_NAMES, Profile, default_device, get_profile
+
+
+def test_env_var_selects_profile(monkeypatch):
+    monkeypatch.setenv(PROFILE_ENV_VAR, "smoke")
+    assert get_profile().name == "smoke"
+    monkeypatch.setenv(PROFILE_ENV_VAR, " CPU ")
+    assert get_profile().name == "cpu"
+    # an explicit name wins over the environment
+    assert get_profile("smoke").name == "smoke"
+
+
+def test_default_depends_on_cuda(monkeypatch):
+    monkeypatch.delenv(PROFILE_ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    p = get_profile()
+    assert (p.name, p.device) == ("cpu", "cpu")
+    assert default_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    p = get_profile()
+    assert (p.name, p.device, p.dataset) == ("gpu", "cuda", "cifar10")
+    monkeypatch.setenv(PROFILE_ENV_VAR, "")  # empty = unset
+    assert get_profile().name == "gpu"
+
+
+def test_bad_names(monkeypatch):
+    with pytest.raises(ValueError, match=r"'nope'.*smoke, cpu, gpu"):
+        get_profile("nope")
+    monkeypatch.setenv(PROFILE_ENV_VAR, "fast")
+    with pytest.raises(ValueError, match=PROFILE_ENV_VAR):
+        get_profile()
+    with pytest.raises(TypeError, match="str"):
+        get_profile(3)
+
+
+def test_gpu_profile_without_cuda_warns(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no CUDA"):
+        p = get_profile("gpu")
+    assert p.device == "cpu" and p.augment and p.model.startswith("resnet")
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES)
+def test_profiles_are_consistent(name, recwarn):
+    p = get_profile(name)
+    assert isinstance(p, Profile) and p.name == name
+    assert len(p.seeds) >= (2 if name == "smoke" else 3) and len(set(p.seeds)) == len(p.seeds)
+    assert p.epochs >= 1 and p.batch_size >= 1 and p.lr > 0 and p.weight_decay >= 0 and p.n_val >= 1
+    assert (p.dataset == "cifar10") == (name == "gpu") == p.augment
+    text = str(p)
+    assert "\n" not in text and text.startswith(f"profile={name} ") and f"seeds={p.seeds}" in text
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.epochs = 99  # type: ignore[misc]
+
+
+def test_profile_sizes_grow():
+    smoke, cpu = get_profile("smoke"), get_profile("cpu")
+    assert smoke.n_train < cpu.n_train and smoke.epochs <= cpu.epochs and smoke.width <= cpu.width
+    assert cpu.n_test is None and "n_test=all" in str(cpu)

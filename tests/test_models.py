@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from lsutils.models import (MLP, CifarResNet, SmallCNN, available_models, build_model, penultimate,
+                            predict_logits)
+
+CASES = [("cnn", 1, 28, 8), ("cnn", 3, 32, 8), ("mlp", 1, 28, 16), ("resnet20", 3, 32, 8), ("resnet20", 1, 28, 8)]
+
+
+def _inputs(c, s, n=6, seed=0):
+    return torch.randn(n, c, s, s, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name,c,s,width", CASES)
+def test_shapes_and_two_part_interface(name, c, s, width):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=7, in_channels=c, width=width).eval()
+    x = _inputs(c, s)
+    feats = model.features(x)
+    assert feats.shape == (6, model.classifier.in_features)
+    assert isinstance(model.classifier, torch.nn.Linear) and model.classifier.out_features == 7
+    logits = model(x)
+    assert logits.shape == (6, 7)
+    torch.testing.assert_close(model.classifier(feats), logits)
+
+
+def test_paper_parameter_counts():
+    # He et al. (2016), Table 6: ResNet-20 0.27M, ResNet-56 0.85M parameters
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert round(count(build_model("resnet20", 10, 3)) / 1e6, 2) == 0.27
+    assert round(count(build_model("resnet56", 10, 3)) / 1e6, 2) == 0.85
+    assert build_model("resnet56", 10, 3).classifier.in_features == 64
+
+
+def test_dropout_sits_before_the_classifier():
+    torch.manual_seed(0)
+    model = build_model("cnn", 10, 1, width=8, dropout=0.5)
+    x = _inputs(1, 28)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # dropout active in training
+    model.eval()
+    torch.testing.assert_close(model(x), model.classifier(model.features(x)))
+    assert isinstance(build_model("cnn", 10, 1).head_dropout, torch.nn.Identity)
+    for name in ("mlp", "resnet20"):
+        assert isinstance(build_model(name, 10, 1, dropout=0.2).head_dropout, torch.nn.Dropout)
+
+
+def test_predict_logits_chunks_equal_one_pass_and_restore_mode():
+    torch.manual_seed(0)
+    model = build_model("cnn", 10, 1, width=8)
+    model.train()
+    x = _inputs(1, 28, n=37)
+    one = predict_logits(model, x, batch_size=1000)
+    assert model.training, "training mode must be restored"
+    chunked = predict_logits(model, x, batch_size=5)
+    torch.testing.assert_close(chunked, one)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(one, model(x))  # eval mode: BatchNorm uses running statistics
+    assert not model.training  # eval stays eval
+    assert one.dtype == torch.float32 and one.device.type == "cpu" and not one.requires_grad
+    feats = penultimate(model, x, batch_size=4)
+    assert feats.shape == (37, 128) and not feats.requires_grad
+    torch.testing.assert_close(model.classifier(feats), one)
+    assert predict_logits(model, x[:0]).shape == (0, 10)
+    assert penultimate(model, x[:0]).shape == (0, 128)
+
+
+def test_models_are_deterministic_by_seed():
+    torch.manual_seed(3)
+    a = build_model("resnet20", 10, 3, width=8)
+    torch.manual_seed(3)
+    b = build_model("resnet20", 10, 3, width=8)
+    x = _inputs(3, 32, n=2)
+    torch.testing.assert_close(predict_logits(a, x), predict_logits(b, x))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"name must be one of .*'cnn'.*got 'vgg'"):
+        build_model("vgg", 10, 1)
+    with pytest.raises(TypeError, match="name"):
+        build_model(None, 10, 1)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("cnn", 1, 1)
+    with pytest.raises(TypeError, match="width"):
+        build_model("cnn", 10, 1, width=8.0)
+    with pytest.raises(ValueError, match="dropout"):
+        build_model("mlp", 10, 1, dropout=1.0)
+    with pytest.raises(ValueError, match="even"):
+        CifarResNet(width=15)
+    with pytest.raises(ValueError, match=r"\(B, C, 28, 28\)"):
+        SmallCNN(width=4)(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="784 values"):
+        MLP(width=4)(torch.zeros(2, 1, 10, 10))
+    model = build_model("mlp", 10, 1, width=4)
+    with pytest.raises(TypeError, match="model"):
+        predict_logits("not a model", torch.zeros(1, 1, 28, 28))
+    with pytest.raises(TypeError, match="x must be a floating"):
+        predict_logits(model, torch.zeros(1, 1, 28, 28, dtype=torch.long))
+    with pytest.raises(ValueError, match="batch_size"):
+        predict_logits(model, torch.zeros(1, 1, 28, 28), batch_size=0)
+    with pytest.raises(TypeError, match="features"):
+        penultimate(torch.nn.Linear(3, 2), torch.zeros(1, 3))
+
+
+def test_available_models():
+    assert set(available_models()) >= {"cnn", "mlp", "resnet20", "resnet56"}
