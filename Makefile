@@ -6,16 +6,17 @@ PY := .venv/bin/python
 STAMP := .venv/.lsutils-setup
 NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book test setup unit nbval book-committed browser bench outputs clean help
+.PHONY: book test setup unit nbval book-committed browser bench outputs test-gpu clean help
 
 help:
 	@echo "make book   - set up, execute every chapter (cached; profile from LSUTILS_PROFILE, default cpu/gpu) and build _build/html"
 	@echo "make test   - set up, unit tests, every chapter under nbval (smoke profile, network off), book build with -W"
 	@echo "make bench  - lsutils trainer vs a DataLoader loop, samples/s and their ratio"
 	@echo "make outputs - re-execute every chapter in place with the cpu profile (committed outputs)"
+	@echo "make test-gpu - every chapter under nbval in the gpu profile (on a CUDA machine), with per-chapter times"
 
 setup: $(STAMP)
-$(STAMP): requirements.txt pyproject.toml tools/setup.sh
+$(STAMP): requirements.txt requirements-book.txt pyproject.toml tools/setup.sh
 	bash tools/setup.sh
 	@touch $@
 
@@ -40,6 +41,10 @@ book-committed: setup
 browser: setup
 	@echo "==> 4/4 the built book in headless Chromium (screenshots in _build/screenshots/)"
 	tools/netoff.sh $(PY) -m pytest tests/browser -q -p no:cacheprovider -rs
+
+test-gpu: setup
+	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu needs a CUDA GPU (torch.cuda.is_available() is False)')"
+	LSUTILS_PROFILE=gpu $(PY) -m pytest $(NBVAL) --durations=0 chapters/
 
 bench: setup
 	$(PY) benchmarks/bench_trainer.py

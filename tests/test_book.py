@@ -1,0 +1,85 @@
+"""Structural checks of the book itself: the table of contents, the committed notebooks, the set-up cell, glue and citations.
+
+These are fast (no notebook is executed here; nbval does that) and catch what a reader would see broken online:
+a chapter missing from the table of contents, a notebook committed without outputs or with an error, an SVG figure,
+a number in the prose that no cell glues, a citation key that is not in the bibliography.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [c["file"] for c in part.get("chapters", [])]
+    return files
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bib_keys() -> set[str]:
+    return set(re.findall(r"^@\w+\{([^,\s]+),", (ROOT / "references.bib").read_text(), re.M))
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 2, "no chapter notebooks found in chapters/"
+
+
+def test_toc_lists_every_chapter_and_only_existing_files():
+    toc = _toc_files()
+    for f in toc:
+        assert (ROOT / f"{f}.ipynb").exists() or (ROOT / f"{f}.md").exists(), f"_toc.yml names a missing file: {f}"
+    for nb in CHAPTERS:
+        assert f"chapters/{nb.stem}" in toc, f"{nb.name} is not in _toc.yml (the book would not show it)"
+
+
+def test_every_chapter_starts_with_the_canonical_setup_cell():
+    assert _load_tool("setup_cell").problems() == [], "run: .venv/bin/python tools/setup_cell.py --write"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_committed_notebook(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells and nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), \
+        f"{path.name}: the first cell must be the chapter's '# Title'"
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    assert code and all(c.execution_count for c in code), f"{path.name}: committed without executing every code cell"
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"], f"{path.name}: an error output is committed"
+    assert not [o for o in outputs if "image/svg+xml" in o.get("data", {})], f"{path.name}: SVG output (use PNG)"
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    code_text = "\n".join(c.source for c in code)
+    # every number glued into the prose is glued by a code cell of the same notebook
+    used = set(re.findall(r"\{glue(?::text|:md)?\}`([^`:]+)", markdown))
+    glued = set(re.findall(r"glue\(\s*[\"']([^\"']+)[\"']", code_text))
+    glued |= set(re.findall(r"glue\(\s*f[\"']([^\"'{]+)\{", code_text))  # f-string prefixes: checked by the build
+    missing = {u for u in used if u not in glued and not any(u.startswith(g) for g in glued)}
+    assert not missing, f"{path.name}: prose uses glue names no cell glues: {sorted(missing)}"
+    # citations exist in references.bib
+    cites = {k.strip() for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", markdown) for k in group.split(",")}
+    assert cites, f"{path.name}: no {{cite}} — every chapter cites its sources"
+    unknown = cites - _bib_keys()
+    assert not unknown, f"{path.name}: citation keys missing from references.bib: {sorted(unknown)}"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme
+    assert re.search(r"^make test\s*$", ci, re.M), ".ci/run must call exactly the README's test command: make test"
