@@ -1,0 +1,536 @@
+"""Label smoothing in practice: ε schedules, online label smoothing, and tools for tuning ε.
+
+Two trainer losses (see :mod:`lsutils.registry` for the protocol):
+
+* ``{"name": "ls_schedule", "epsilon": ε₀, "schedule": "linear" | "cosine" | "constant"}`` —
+  label smoothing whose strength follows a schedule over training, from ``ε₀`` down to
+  ``final_epsilon`` (default 0). With ``t ∈ [0, 1)`` the fraction of training done,
+
+      constant:  ε(t) = ε₀
+      linear:    ε(t) = ε_f + (ε₀ - ε_f)·(1 - t)
+      cosine:    ε(t) = ε_f + (ε₀ - ε_f)·(1 + cos πt)/2
+
+  The schedule advances **every step** (every batch), not every epoch: the loss counts the
+  examples it has seen since ``start_epoch`` and knows the size of the training set from the
+  trainer's :class:`~lsutils.registry.LossContext`, so ``t = (epoch + seen/N) / epochs``. With the
+  ``cpu`` profile's 4 epochs an epoch-wise schedule would take only 4 values
+  (``granularity="epoch"`` gives that, for comparison).
+* ``{"name": "online_ls", "alpha": 0.5}`` — Online Label Smoothing (OLS, Zhang et al. 2021,
+  *Delving Deep into Label Smoothing*): a class-wise soft-target matrix ``S`` (``K × K``, row
+  ``S[k]`` = the soft target of class ``k``) learned from the model's own correct predictions.
+  During epoch ``t`` the loss is
+
+      L = α · H(onehot(y), p) + (1 - α) · H(S^{t-1}[y], p),
+
+  while it accumulates, for every training example the model classifies correctly (argmax = its
+  label), the softmax ``p`` into the row of its class; at the end of the epoch each row is
+  normalised by its count (the mean predicted distribution of the correctly classified examples),
+  and becomes ``S^t``. A class with no correct prediction gets the uniform row ``1/K``. ``S^0``,
+  used during the first epoch, is the zero matrix in the paper's code (the first epoch trains on
+  ``α``·CE alone; ``init="zeros"``, the default), or label-smoothed one-hot rows (``init="ls"``
+  with ``init_epsilon``) or uniform rows (``init="uniform"``). The paper uses ``α = 0.5``.
+
+Helpers for the chapter: :func:`epsilon_at` (the schedules as a function), :func:`class_soft_targets`
+(the OLS update as a function), :func:`practice_settings` (the chapter's sizes from a profile),
+:func:`random_search_configs` / :func:`select_best` (tuning), :func:`score_runs` (accuracy and
+calibration of trained runs on validation and test) and :func:`plot_mean_std`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ._validate import check_choice, check_class_indices, check_num_classes, check_probability, check_tensor
+from .registry import LossContext, register_loss
+
+__all__ = ["SCHEDULES", "epsilon_at", "ScheduledSmoothingLoss", "OnlineLabelSmoothingLoss", "class_soft_targets",
+           "schedule_spec", "online_ls_spec", "describe_loss", "practice_settings", "random_search_configs",
+           "select_best", "score_runs", "plot_mean_std"]
+
+SCHEDULES = ("constant", "linear", "cosine")
+_GRANULARITIES = ("step", "epoch")
+_OLS_INITS = ("zeros", "uniform", "ls")
+
+
+# --------------------------------------------------------------------------------------------- ε schedules
+def epsilon_at(progress: float, epsilon: float, schedule: str = "linear", final_epsilon: float = 0.0) -> float:
+    """The smoothing strength after a fraction ``progress`` ∈ [0, 1] of training.
+
+    ``schedule``: ``"constant"`` (always ``epsilon``), ``"linear"`` or ``"cosine"`` (from ``epsilon``
+    at ``progress = 0`` to ``final_epsilon`` at ``progress = 1``). Both strengths must be in [0, 1].
+
+    >>> epsilon_at(0.0, 0.1, "linear"), epsilon_at(0.5, 0.1, "linear"), epsilon_at(0.5, 0.1, "cosine")
+    (0.1, 0.05, 0.05)
+    >>> round(epsilon_at(0.25, 0.1, "cosine"), 4), epsilon_at(0.9, 0.1, "constant")
+    (0.0854, 0.1)
+    """
+    progress = check_probability("progress", progress)
+    epsilon = check_probability("epsilon", epsilon)
+    final_epsilon = check_probability("final_epsilon", final_epsilon)
+    if not isinstance(schedule, str):
+        raise TypeError(f"schedule must be a str, one of {list(SCHEDULES)}; got {type(schedule).__name__}")
+    check_choice("schedule", schedule, SCHEDULES)
+    if schedule == "constant":
+        return epsilon
+    if schedule == "linear":
+        factor = 1.0 - progress
+    else:
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return final_epsilon + (epsilon - final_epsilon) * factor
+
+
+class ScheduledSmoothingLoss:
+    """Label-smoothed cross-entropy whose ``ε`` follows :func:`epsilon_at` over training.
+
+    Call ``start_epoch(epoch, epochs)`` before every epoch (the trainer does), then
+    ``loss(logits (B, K), target (B,))`` for every batch. ``n_train`` (the number of training
+    examples, one pass per epoch) makes the schedule advance per step; without it, or with
+    ``granularity="epoch"``, ``ε`` changes only at epoch boundaries. ``last_epsilon`` holds the
+    ``ε`` of the latest call and ``trace`` every ``ε`` used (one per call), for plots and tests.
+
+    >>> loss = ScheduledSmoothingLoss(0.1, "linear", n_train=4)
+    >>> loss.start_epoch(0, 2)
+    >>> logits, y = torch.zeros(2, 3), torch.tensor([0, 1])
+    >>> _ = loss(logits, y); _ = loss(logits, y)      # 0 and 2 of 4 examples seen
+    >>> [round(e, 4) for e in loss.trace]
+    [0.1, 0.075]
+    """
+
+    def __init__(self, epsilon: float, schedule: str = "linear", final_epsilon: float = 0.0,
+                 n_train: int | None = None, granularity: str = "step") -> None:
+        self.epsilon = check_probability("epsilon", epsilon)
+        self.final_epsilon = check_probability("final_epsilon", final_epsilon)
+        if not isinstance(schedule, str):
+            raise TypeError(f"schedule must be a str, one of {list(SCHEDULES)}; got {type(schedule).__name__}")
+        self.schedule = check_choice("schedule", schedule, SCHEDULES)
+        if not isinstance(granularity, str):
+            raise TypeError(f"granularity must be 'step' or 'epoch', got {type(granularity).__name__}")
+        self.granularity = check_choice("granularity", granularity, _GRANULARITIES)
+        if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1):
+            raise ValueError(f"n_train must be None or a positive int (the number of training examples), got {n_train!r}")
+        self.n_train = n_train
+        self.epoch: int | None = None
+        self.epochs: int | None = None
+        self.seen = 0
+        self.last_epsilon: float | None = None
+        self.trace: list[float] = []
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Tell the loss that epoch ``epoch`` (0-based) of ``epochs`` begins."""
+        for name, value in (("epoch", epoch), ("epochs", epochs)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+        if epochs < 1 or not 0 <= epoch < epochs:
+            raise ValueError(f"need 0 <= epoch < epochs and epochs >= 1, got epoch={epoch}, epochs={epochs}")
+        self.epoch, self.epochs, self.seen = epoch, epochs, 0
+
+    def progress(self) -> float:
+        """The fraction of training done before the current batch, in [0, 1)."""
+        if self.epoch is None or self.epochs is None:
+            raise RuntimeError("call loss.start_epoch(epoch, epochs) before each epoch (the lsutils trainer does); "
+                               "a schedule needs to know where in training it is")
+        within = 0.0
+        if self.granularity == "step" and self.n_train is not None:
+            within = min(self.seen / self.n_train, 1.0)
+        return min((self.epoch + within) / self.epochs, 1.0)
+
+    def current_epsilon(self) -> float:
+        """``ε`` for the next batch."""
+        return epsilon_at(self.progress(), self.epsilon, self.schedule, self.final_epsilon)
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        eps = self.current_epsilon()
+        self.seen += int(target.shape[0]) if isinstance(target, torch.Tensor) and target.dim() > 0 else 1
+        self.last_epsilon = eps
+        self.trace.append(eps)
+        return F.cross_entropy(logits, target, label_smoothing=eps)
+
+
+@register_loss("ls_schedule")
+def _ls_schedule_loss(epsilon: float, schedule: str = "linear", final_epsilon: float = 0.0,
+                      granularity: str = "step", context: LossContext | None = None) -> ScheduledSmoothingLoss:
+    """``{"name": "ls_schedule", "epsilon": ε₀, "schedule": ..., ["final_epsilon": ε_f], ["granularity": "epoch"]}``."""
+    n_train = None
+    if context is not None and context.train_y is not None:
+        n_train = int(len(context.train_y))
+    return ScheduledSmoothingLoss(epsilon, schedule, final_epsilon=final_epsilon, n_train=n_train,
+                                  granularity=granularity)
+
+
+def schedule_spec(epsilon: float, schedule: str, **extra: Any) -> dict[str, Any]:
+    """The loss spec of a scheduled ε: ``{"name": "ls_schedule", "epsilon": ε, "schedule": schedule, **extra}``.
+
+    Validates the values now (rather than when the model trains). ``extra``: ``final_epsilon``,
+    ``granularity``. A constant schedule trains the same model as ``smoothing_spec(ε)`` but under
+    another cache key; use :func:`~lsutils.registry.smoothing_spec` for fixed ``ε``.
+
+    >>> schedule_spec(0.1, "cosine")
+    {'name': 'ls_schedule', 'epsilon': 0.1, 'schedule': 'cosine'}
+    """
+    unknown = sorted(set(extra) - {"final_epsilon", "granularity"})
+    if unknown:
+        raise TypeError(f"schedule_spec got unexpected keyword(s) {unknown}; allowed: final_epsilon, granularity")
+    ScheduledSmoothingLoss(epsilon, schedule, **extra)  # validates
+    return {"name": "ls_schedule", "epsilon": float(epsilon), "schedule": schedule, **extra}
+
+
+# --------------------------------------------------------------------------------------------- online LS
+def class_soft_targets(probs: torch.Tensor, target: torch.Tensor, num_classes: int | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The OLS update: per class, the mean predicted distribution of its *correctly classified* examples.
+
+    Args:
+        probs: ``(N, K)`` predicted probabilities (softmax outputs).
+        target: ``(N,)`` int64 labels in ``[0, K)``.
+        num_classes: ``K`` (default ``probs.shape[1]``).
+
+    Returns:
+        ``(S, counts)``: ``S`` of shape ``(K, K)`` whose row ``k`` is the mean of ``probs[i]`` over
+        the examples with ``target[i] == k == argmax probs[i]`` (rows sum to 1), or uniform ``1/K``
+        where class ``k`` has no correct example; ``counts`` ``(K,)`` the number of examples averaged.
+
+    >>> p = torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
+    >>> S, n = class_soft_targets(p, torch.tensor([0, 0, 1, 1]))
+    >>> S, n
+    (tensor([[0.7000, 0.3000],
+            [0.3000, 0.7000]]), tensor([2., 1.]))
+    """
+    check_tensor("probs", probs, floating=True)
+    if probs.dim() != 2:
+        raise ValueError(f"probs must have shape (N, K), got {tuple(probs.shape)}")
+    check_tensor("target", target, floating=False)
+    if target.shape != probs.shape[:1]:
+        raise ValueError(f"target must have shape ({probs.shape[0]},) to match probs {tuple(probs.shape)}, "
+                         f"got {tuple(target.shape)}")
+    k = probs.shape[1] if num_classes is None else check_num_classes(num_classes)
+    if probs.shape[1] != k:
+        raise ValueError(f"probs has {probs.shape[1]} columns but num_classes={k}")
+    check_class_indices("target", target, k)
+    sums = torch.zeros(k, k, dtype=probs.dtype, device=probs.device)
+    counts = torch.zeros(k, dtype=probs.dtype, device=probs.device)
+    _accumulate_correct(sums, counts, probs, target)
+    return _normalise_rows(sums, counts), counts
+
+
+def _accumulate_correct(sums: torch.Tensor, counts: torch.Tensor, probs: torch.Tensor, target: torch.Tensor) -> None:
+    correct = probs.argmax(1) == target
+    y = target[correct]
+    sums.index_add_(0, y, probs[correct].to(sums.dtype))
+    counts.index_add_(0, y, torch.ones_like(y, dtype=counts.dtype))
+
+
+def _normalise_rows(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    k = sums.shape[0]
+    uniform = torch.full_like(sums, 1.0 / k)
+    return torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], uniform)
+
+
+class OnlineLabelSmoothingLoss:
+    """Online Label Smoothing (Zhang et al. 2021): ``α·CE(y) + (1-α)·H(S[y], p)`` with ``S`` learned per epoch.
+
+    ``loss(logits (B, K), target (B,))`` returns the loss and, as a side effect, adds the detached
+    softmax of the correctly classified examples of the batch to this epoch's statistics.
+    ``start_epoch(epoch, epochs)`` (the trainer calls it before every epoch) turns the previous
+    epoch's statistics into the new ``S`` (see :func:`class_soft_targets`) and clears them.
+    ``matrix`` is the ``S`` in use (``None`` until the first call tells ``K``); ``history`` holds
+    a CPU copy of every ``S`` that was used for an epoch.
+
+    >>> loss = OnlineLabelSmoothingLoss(alpha=0.5, init="ls", init_epsilon=0.1)
+    >>> loss.start_epoch(0, 2)
+    >>> logits, y = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    >>> round(float(loss(logits, y)), 4)
+    0.7326
+    >>> loss.start_epoch(1, 2)
+    >>> loss.matrix        # class 0: mean softmax of its one correct example; class 1: none, uniform
+    tensor([[0.8808, 0.1192],
+            [0.5000, 0.5000]])
+    """
+
+    def __init__(self, alpha: float = 0.5, init: str = "zeros", init_epsilon: float = 0.1) -> None:
+        self.alpha = check_probability("alpha", alpha)
+        if not isinstance(init, str):
+            raise TypeError(f"init must be a str, one of {list(_OLS_INITS)}; got {type(init).__name__}")
+        self.init = check_choice("init", init, _OLS_INITS)
+        self.init_epsilon = check_probability("init_epsilon", init_epsilon)
+        self.matrix: torch.Tensor | None = None
+        self.history: list[torch.Tensor] = []
+        self._sums: torch.Tensor | None = None
+        self._counts: torch.Tensor | None = None
+        self._epoch: int | None = None
+
+    def _initial(self, k: int, device: torch.device) -> torch.Tensor:
+        if self.init == "zeros":
+            return torch.zeros(k, k, device=device)
+        if self.init == "uniform":
+            return torch.full((k, k), 1.0 / k, device=device)
+        eye = torch.eye(k, device=device)
+        return (1.0 - self.init_epsilon) * eye + self.init_epsilon / k
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Begin epoch ``epoch``: the statistics gathered since the last call become ``S`` (if any were gathered)."""
+        for name, value in (("epoch", epoch), ("epochs", epochs)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+        if epochs < 1 or not 0 <= epoch < epochs:
+            raise ValueError(f"need 0 <= epoch < epochs and epochs >= 1, got epoch={epoch}, epochs={epochs}")
+        if self._sums is not None and self._epoch is not None and epoch > 0:
+            self.matrix = _normalise_rows(self._sums, self._counts)
+            self.history.append(self.matrix.detach().cpu().clone())
+        if self._sums is not None:
+            self._sums.zero_()
+            self._counts.zero_()
+        self._epoch = epoch
+
+    def _ensure_state(self, k: int, device: torch.device) -> None:
+        if self.matrix is None:
+            self.matrix = self._initial(k, device)
+            self.history.append(self.matrix.detach().cpu().clone())
+            self._sums = torch.zeros(k, k, device=device)
+            self._counts = torch.zeros(k, device=device)
+        elif self.matrix.shape[0] != k:
+            raise ValueError(f"logits have {k} classes but this loss has learned soft targets for {self.matrix.shape[0]}")
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_tensor("logits", logits, floating=True)
+        if logits.dim() != 2:
+            raise ValueError(f"logits must have shape (B, K), got {tuple(logits.shape)}")
+        check_tensor("target", target, floating=False)
+        if target.shape != logits.shape[:1]:
+            raise ValueError(f"target must have shape ({logits.shape[0]},), got {tuple(target.shape)}")
+        k = logits.shape[1]
+        self._ensure_state(k, logits.device)
+        logp = logits.float().log_softmax(1)
+        hard = F.nll_loss(logp, target)
+        soft = -(self.matrix[target] * logp).sum(1).mean()
+        with torch.no_grad():
+            _accumulate_correct(self._sums, self._counts, logp.detach().exp(), target)
+        return self.alpha * hard + (1.0 - self.alpha) * soft
+
+
+@register_loss("online_ls")
+def _online_ls_loss(alpha: float = 0.5, init: str = "zeros", init_epsilon: float = 0.1) -> OnlineLabelSmoothingLoss:
+    """``{"name": "online_ls", "alpha": α, ["init": "zeros" | "uniform" | "ls", "init_epsilon": ε]}``."""
+    return OnlineLabelSmoothingLoss(alpha=alpha, init=init, init_epsilon=init_epsilon)
+
+
+def online_ls_spec(alpha: float = 0.5, **extra: Any) -> dict[str, Any]:
+    """The loss spec of Online Label Smoothing, validated: ``{"name": "online_ls", "alpha": α, **extra}``.
+
+    >>> online_ls_spec()
+    {'name': 'online_ls', 'alpha': 0.5}
+    """
+    unknown = sorted(set(extra) - {"init", "init_epsilon"})
+    if unknown:
+        raise TypeError(f"online_ls_spec got unexpected keyword(s) {unknown}; allowed: init, init_epsilon")
+    OnlineLabelSmoothingLoss(alpha, **extra)  # validates
+    return {"name": "online_ls", "alpha": float(alpha), **extra}
+
+
+def describe_loss(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A short label and the base ``ε`` of a loss spec, for tables: ``{"method": str, "epsilon": float}``.
+
+    >>> describe_loss({"name": "ce"}), describe_loss({"name": "ls", "epsilon": 0.1})
+    ({'method': 'CE', 'epsilon': 0.0}, {'method': 'LS', 'epsilon': 0.1})
+    >>> describe_loss(schedule_spec(0.1, "cosine"))["method"]
+    'LS cosine→0'
+    """
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise TypeError(f"spec must be a loss spec dict with a 'name', got {spec!r}")
+    name = spec["name"]
+    if name == "ce":
+        return {"method": "CE", "epsilon": 0.0}
+    if name == "ls":
+        return {"method": "LS", "epsilon": float(spec["epsilon"])}
+    if name == "ls_schedule":
+        final = float(spec.get("final_epsilon", 0.0))
+        sched = spec.get("schedule", "linear")
+        label = "LS" if sched == "constant" else f"LS {sched}→{final:g}"
+        if spec.get("granularity", "step") == "epoch":
+            label += " (per epoch)"
+        return {"method": label, "epsilon": float(spec["epsilon"])}
+    if name == "online_ls":
+        return {"method": "OLS", "epsilon": float("nan")}
+    return {"method": name, "epsilon": float(spec.get("epsilon", float("nan")))}
+
+
+# --------------------------------------------------------------------------------------------- the chapter's sizes
+def practice_settings(profile: Any) -> dict[str, Any]:
+    """Sizes of the noisy-label, schedule and tuning experiments for a compute profile.
+
+    * ``seeds``: the profile's first two seeds (≥ 2 for a standard deviation; two keep the
+      ``cpu`` chapter within its time budget);
+    * ``noise``: fractions of training labels replaced by another class, ``(0.0, 0.2, 0.4)``;
+    * ``noise_epsilons``: ``(0.0, 0.1, 0.3)`` (CE, the usual ε, a large one);
+    * ``schedule_epsilon``: ``0.1``, the start of the annealed schedules; ``schedules``: ``("linear", "cosine")``;
+    * ``ols_alpha``: ``0.5`` (Zhang et al.'s value);
+    * ``grid_epsilons``: ``(0.0, 0.05, 0.1, 0.2, 0.3)``, the ε sweep of the calibration chapter (cached);
+    * ``search_budget``: runs per search (the size of that grid, 5); ``search_seed``: the seed of the random draws;
+    * ``epsilon_range`` ``(0.01, 0.4)`` and ``lr_range`` ``(lr/3, 3·lr)``: where random search draws, log-uniformly.
+
+    >>> from lsutils.config import get_profile
+    >>> s = practice_settings(get_profile("cpu"))
+    >>> s["seeds"], s["noise"], s["search_budget"]
+    ((0, 1), (0.0, 0.2, 0.4), 5)
+    """
+    for attr in ("seeds", "lr"):
+        if not hasattr(profile, attr):
+            raise TypeError(f"profile must be an lsutils Profile (from get_profile()), got {type(profile).__name__}")
+    seeds = tuple(profile.seeds[:2])
+    if len(seeds) < 2:
+        raise ValueError(f"the profile needs at least two seeds for mean ± std, got {profile.seeds}")
+    grid = (0.0, 0.05, 0.1, 0.2, 0.3)
+    lr = float(profile.lr)
+    return {"seeds": seeds, "noise": (0.0, 0.2, 0.4), "noise_epsilons": (0.0, 0.1, 0.3),
+            "schedule_epsilon": 0.1, "schedules": ("linear", "cosine"), "ols_alpha": 0.5,
+            "grid_epsilons": grid, "search_budget": len(grid), "search_seed": 0,
+            "epsilon_range": (0.01, 0.4), "lr_range": (lr / 3.0, lr * 3.0)}
+
+
+# --------------------------------------------------------------------------------------------- tuning
+def _check_range(name: str, rng: Any) -> tuple[float, float]:
+    if not isinstance(rng, (tuple, list)) or len(rng) != 2:
+        raise TypeError(f"{name} must be a pair (low, high), got {rng!r}")
+    lo, hi = rng
+    for v in (lo, hi):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must hold two real numbers, got {rng!r}")
+    if not (0 < lo <= hi) or not math.isfinite(hi):
+        raise ValueError(f"{name} must satisfy 0 < low <= high (log-uniform draws), got {rng!r}")
+    return float(lo), float(hi)
+
+
+def random_search_configs(n: int, *, epsilon_range: tuple[float, float], lr_range: tuple[float, float],
+                          seed: int = 0, digits: int = 3) -> list[dict[str, float]]:
+    """``n`` configurations ``{"epsilon": ε, "lr": lr}``, each drawn log-uniformly from its range.
+
+    Seeded (``numpy.random.default_rng(seed)``): the same arguments give the same list. Values are
+    rounded to ``digits`` significant digits, so they read well and hash stably in run specs.
+    ``epsilon_range`` must lie in (0, 1].
+
+    >>> random_search_configs(2, epsilon_range=(0.01, 0.4), lr_range=(1e-3, 1e-2), seed=0)
+    [{'epsilon': 0.105, 'lr': 0.00186}, {'epsilon': 0.0116, 'lr': 0.00104}]
+    """
+    import numpy as np
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int (the number of runs), got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
+        raise ValueError(f"digits must be an int >= 1, got {digits!r}")
+    e_lo, e_hi = _check_range("epsilon_range", epsilon_range)
+    if e_hi > 1:
+        raise ValueError(f"epsilon_range must lie in (0, 1], got {epsilon_range!r}")
+    l_lo, l_hi = _check_range("lr_range", lr_range)
+    rng = np.random.default_rng(seed)
+    u = rng.random((n, 2))
+
+    def draw(lo: float, hi: float, ui: float) -> float:
+        value = math.exp(math.log(lo) + ui * (math.log(hi) - math.log(lo)))
+        return float(f"{value:.{digits}g}")
+
+    return [{"epsilon": draw(e_lo, e_hi, a), "lr": draw(l_lo, l_hi, b)} for a, b in u]
+
+
+def select_best(rows: Sequence[Mapping[str, Any]], metric: str = "val_acc", *, higher_is_better: bool = True
+                ) -> Mapping[str, Any]:
+    """The row with the best ``metric`` (the first one on ties): how a search picks its configuration.
+
+    >>> select_best([{"eps": 0.0, "val_acc": 0.87}, {"eps": 0.1, "val_acc": 0.88}])["eps"]
+    0.1
+    """
+    if isinstance(rows, Mapping) or not isinstance(rows, Sequence) or not rows:
+        raise ValueError("rows must be a non-empty sequence of dicts (one per run)")
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a str, got {type(metric).__name__}")
+    missing = [i for i, r in enumerate(rows) if metric not in r]
+    if missing:
+        raise ValueError(f"rows {missing} lack the metric {metric!r}; keys of the first row: {sorted(rows[0])}")
+    values = [float(r[metric]) for r in rows]
+    if any(math.isnan(v) for v in values):
+        raise ValueError(f"metric {metric!r} holds NaN: {values}")
+    best = max(range(len(rows)), key=lambda i: (values[i] if higher_is_better else -values[i], -i))
+    return rows[best]
+
+
+# --------------------------------------------------------------------------------------------- scoring
+def score_runs(runs: Iterable[Any], data: Any, *, n_bins: int = 15, splits: Sequence[str] = ("val", "test")
+               ) -> list[dict[str, Any]]:
+    """Accuracy, NLL and ECE of trained runs on the clean splits of ``data``, one dict per run.
+
+    Args:
+        runs: :class:`~lsutils.train.TrainedRun` objects (from ``train_model`` / ``train_many``).
+        data: the :class:`~lsutils.data.ImageDataset` to score on (e.g. ``load_profile_data(p)``);
+            its labels are the clean ones — label noise only ever touches the training set.
+        n_bins: calibration bins (15, as Guo et al. and Müller et al.).
+        splits: which of ``data``'s splits to score (``"train"``, ``"val"``, ``"test"``).
+
+    Returns:
+        For each run: ``method`` and ``epsilon`` (:func:`describe_loss`), ``loss`` (the spec's name),
+        ``schedule``, ``label_noise``, ``lr``, ``seed``, then ``{split}_acc``, ``{split}_nll``,
+        ``{split}_ece`` (from :func:`lsutils.metrics.calibration_report`) for every split.
+    """
+    from .metrics import calibration_report
+    from .models import predict_logits
+
+    if isinstance(splits, str) or not all(isinstance(s, str) for s in splits):
+        raise TypeError(f"splits must be a sequence of split names, e.g. ('val', 'test'), got {splits!r}")
+    for s in splits:
+        check_choice("splits entry", s, ("train", "val", "test"))
+        if not hasattr(data, s):
+            raise TypeError(f"data must be an lsutils ImageDataset with a .{s} split, got {type(data).__name__}")
+    rows = []
+    for i, run in enumerate(runs):
+        if not (hasattr(run, "model") and hasattr(run, "spec")):
+            raise TypeError(f"runs[{i}] must be a TrainedRun (from train_model), got {type(run).__name__}")
+        spec = run.spec
+        loss = spec.loss_spec()
+        row: dict[str, Any] = {**describe_loss(loss), "loss": loss["name"],
+                               "schedule": loss.get("schedule", "constant" if loss["name"] in ("ce", "ls") else "-"),
+                               "label_noise": float(spec.label_noise), "lr": float(spec.lr), "seed": int(spec.seed)}
+        for s in splits:
+            split = getattr(data, s)
+            logits = predict_logits(run.model, split.x)
+            rep = calibration_report(logits, split.y, n_bins=n_bins)
+            row[f"{s}_acc"] = float(rep["acc"])
+            row[f"{s}_nll"] = float(rep["nll"])
+            row[f"{s}_ece"] = float(rep["ece"])
+        rows.append(row)
+    return rows
+
+
+def plot_mean_std(rows: Sequence[Mapping[str, Any]], x: str, y: str, *, by: str | None = None, ax: Any = None,
+                  scale: float = 1.0, label_fmt: Callable[[Any], str] = str, marker: str = "o") -> Any:
+    """Plot ``mean ± std`` (error bars over the rows sharing ``x`` and ``by``) of ``y`` against ``x``, one line per ``by``.
+
+    ``scale`` multiplies ``y`` (e.g. 100 for percent); ``label_fmt`` turns a ``by`` value into its legend
+    label. Returns the matplotlib ``Axes`` (labels and title are left to the caller).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not rows:
+        raise ValueError("rows is empty; need at least one run")
+    keys = [x, y] + ([by] if by is not None else [])
+    missing = sorted({k for r in rows for k in keys if k not in r})
+    if missing:
+        raise ValueError(f"rows lack the keys {missing}; keys present: {sorted(rows[0])}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    groups: dict[Any, dict[Any, list[float]]] = {}
+    for r in rows:
+        groups.setdefault(r[by] if by is not None else None, {}).setdefault(r[x], []).append(float(r[y]) * scale)
+    for g, points in groups.items():
+        xs = sorted(points)
+        means = np.array([np.mean(points[v]) for v in xs])
+        stds = np.array([np.std(points[v], ddof=1) if len(points[v]) > 1 else 0.0 for v in xs])
+        ax.errorbar(xs, means, yerr=stds, marker=marker, capsize=3, label=None if g is None else label_fmt(g))
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if by is not None:
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax
