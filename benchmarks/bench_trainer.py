@@ -39,11 +39,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=0, help="DataLoader num_workers of the user loop (default 0)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads for both loops (default: the number of CPU cores)")
-    ap.add_argument("--quick", action="store_true", help="6 steps of batch 64 (+2 warm-up): a smoke test")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="alternate the two loops this many times, each round timing steps/rounds steps of each "
+                         "(default 4): a load change on a shared machine then hits both loops alike")
+    ap.add_argument("--quick", action="store_true", help="6 steps of batch 64 (+2 warm-up), 2 rounds: a smoke test")
     args = ap.parse_args(argv)
     if args.quick:
-        args.steps, args.warmup = 6, 2
+        args.steps, args.warmup, args.rounds = 6, 2, 2
         args.batch_size = args.batch_size or 64
+    if args.rounds < 1 or args.rounds > args.steps:
+        ap.error(f"--rounds must be in [1, --steps={args.steps}], got {args.rounds}")
     for name in ("steps", "warmup", "workers"):
         if getattr(args, name) < (1 if name == "steps" else 0):
             ap.error(f"--{name} must be >= {1 if name == 'steps' else 0}, got {getattr(args, name)}")
@@ -134,13 +139,27 @@ def main(argv: list[str] | None = None) -> float:
     n_params = sum(p.numel() for p in make_model().parameters())
     print(f"torch {torch.__version__}, {threads} threads on {os.cpu_count()} cores; model {profile.model}"
           f"(width={profile.width}), {n_params / 1e6:.2f} M parameters; batch {batch_size}, {args.steps} timed steps "
-          f"after {args.warmup} warm-up steps; AdamW + one-cycle, lr {profile.lr:g}, weight decay {profile.weight_decay:g}")
-    kw = dict(batch_size=batch_size, steps=args.steps, warmup=args.warmup, lr=profile.lr,
-              weight_decay=profile.weight_decay)
-    user = user_loop(make_model, data.data_root(), workers=args.workers, mean=ds.mean[0], std=ds.std[0], **kw)
+          f"after {args.warmup} warm-up steps, in {args.rounds} alternating rounds; AdamW + one-cycle, "
+          f"lr {profile.lr:g}, weight decay {profile.weight_decay:g}")
+    # The loops alternate (user, ours, ours, user, ...) in rounds of about steps/rounds timed steps each, and the
+    # samples and seconds of all rounds are summed: a change of load on a shared machine hits both loops alike.
+    per_round = [args.steps // args.rounds + (1 if r < args.steps % args.rounds else 0) for r in range(args.rounds)]
+    seconds = {"user": 0.0, "ours": 0.0}
+    for r, steps in enumerate(per_round):
+        kw = dict(batch_size=batch_size, steps=steps, warmup=args.warmup, lr=profile.lr,
+                  weight_decay=profile.weight_decay)
+        order = ("user", "ours") if r % 2 == 0 else ("ours", "user")
+        for which in order:
+            if which == "user":
+                rate = user_loop(make_model, data.data_root(), workers=args.workers, mean=ds.mean[0],
+                                 std=ds.std[0], **kw)
+            else:
+                rate = lsutils_loop(make_model, ds.train.x, ds.train.y, **kw)
+            seconds[which] += steps * batch_size / rate
+    user = args.steps * batch_size / seconds["user"]
+    ours = args.steps * batch_size / seconds["ours"]
     print(f"user loop (torchvision FashionMNIST + ToTensor + Normalize, DataLoader(shuffle=True, "
           f"num_workers={args.workers})): {user:,.0f} samples/s")
-    ours = lsutils_loop(make_model, ds.train.x, ds.train.y, **kw)
     print(f"lsutils.fit (preloaded tensors, seeded permutation, channels_last): {ours:,.0f} samples/s")
     ratio = ours / user
     print(f"ratio: {ratio:.2f}")
