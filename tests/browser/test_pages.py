@@ -114,5 +114,11 @@ def test_page(page, server, browser):
             "a.getAttribute('href').includes('bibliography.html#')).length")
         assert cites > 0, f"{page}: no citation linking to the bibliography"
 
+    # the book reads offline: every resource the page loaded came from the book itself
+    external = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => !n.startsWith(arguments[0]) && !n.startsWith('data:'))", server)
+    assert not external, f"{page}: resources loaded from outside the book: {external}"
+
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SHOTS / f"{page.replace('/', '__')}.png"))
