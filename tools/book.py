@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-JB = [sys.executable, "-m", "jupyter_book.cli.main"]
+# jupyter_book.cli.main has no ``__main__`` guard (``python -m`` would silently do nothing): call its click group.
+JB = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.argv[0] = 'jupyter-book'; main()"]
 
 
 def main(mode: str) -> int:
@@ -25,6 +26,11 @@ def main(mode: str) -> int:
     elif mode == "committed":
         config = yaml.safe_load((ROOT / "_config.yml").read_text())
         config.setdefault("execute", {})["execute_notebooks"] = "off"
+        # paths in the config are relative to its own folder: this copy lives in _build/, so make them absolute
+        local = config.get("sphinx", {}).get("local_extensions") or {}
+        for name, path in local.items():
+            local[name] = str((ROOT / path).resolve())
+        config["bibtex_bibfiles"] = [str((ROOT / f).resolve()) for f in config.get("bibtex_bibfiles", [])]
         generated = ROOT / "_build" / "_config_committed.yml"
         generated.parent.mkdir(exist_ok=True)
         generated.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -34,7 +40,7 @@ def main(mode: str) -> int:
     else:
         print(__doc__)
         return 2
-    print("$", " ".join(cmd[2:]), flush=True)
+    print("$ jupyter-book", " ".join(cmd[3:]), flush=True)
     rc = subprocess.call(cmd, cwd=ROOT)
     if rc == 0:
         print(f"\nThe book is built: open file://{out}")
