@@ -1,0 +1,446 @@
+"""Selective classification, post-hoc logit normalisation, padded token losses, and chapter 8's experiment specs.
+
+**Selective classification** (Geifman & El-Yaniv 2017): a classifier may abstain. It answers the
+fraction ``c`` (the *coverage*) of inputs it is most confident about; the *selective risk* is its
+error rate on those. Sorting the ``N`` test examples by confidence, highest first, the
+risk–coverage curve has one point per prefix ``i = 1..N``:
+
+    coverage_i = i / N,        risk_i = (errors among the i most confident) / i,
+
+and the area under it, ``AURC = (1/N) Σ_i risk_i``, scores the confidence *ranking* (lower is
+better). The best possible ranking puts every correct prediction first; its area ``AURC*`` depends
+only on the error rate, and ``E-AURC = AURC − AURC*`` is the part a better ranking could remove.
+Ties in confidence are broken *in expectation* (every order of a tied group equally likely), so the
+curve does not depend on how a sort orders equal values.
+
+**Logit normalisation** (Cattelan & Silva 2024; used post hoc by Xia et al. 2025 to repair label
+smoothing's selective classification): the confidence is read from the logits divided by their
+``p``-norm, optionally after centring them,
+
+    ẑ = (z − mean(z)) / ‖z − mean(z)‖_p,      MaxLogit-pNorm = max_k ẑ_k,      MSP-pNorm = max_k softmax(ẑ / τ)_k.
+
+Dividing by the norm removes the overall scale of the logits, which label smoothing shrinks more for
+confidently right examples than for wrong ones (Xia et al. 2025). :func:`pnorm_logit_score` computes
+both; :func:`select_pnorm` picks ``p`` on held-out data by AURC.
+
+**Padded sequences**: :func:`token_loss_report` scores ``(N, K, L)`` logits against ``(N, L)`` targets
+with padding, the way sequence models are trained (ignore_index) and the way the Annotated
+Transformer does it (:func:`annotated_transformer_loss`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._validate import check_class_indices, check_finite, check_probability, check_tensor
+from .metrics import msp_score
+
+__all__ = ["risk_coverage_curve", "aurc", "optimal_aurc", "excess_aurc", "selective_risk",
+           "pnorm_logit_score", "select_pnorm", "selective_report", "annotated_transformer_targets",
+           "annotated_transformer_loss", "token_loss_report", "chapter8_settings", "regularizer_specs",
+           "model_size_specs"]
+
+
+# --------------------------------------------------------------------------------------------- input checks
+def _as_1d_float(name: str, value: Any) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    check_tensor(name, value)
+    if value.dim() != 1:
+        raise ValueError(f"{name} must be 1-D (N,), got shape {tuple(value.shape)}")
+    if value.dtype == torch.bool:
+        value = value.to(torch.float64)
+    value = value.detach().to("cpu", torch.float64)
+    check_finite(name, value)
+    return value
+
+
+def _as_correct(value: Any, n: int) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    check_tensor("correct", value)
+    if value.dim() != 1 or value.shape[0] != n:
+        raise ValueError(f"correct must be 1-D with one entry per confidence ({n},), got shape {tuple(value.shape)}")
+    value = value.detach().cpu()
+    if value.dtype != torch.bool:
+        if not ((value == 0) | (value == 1)).all():
+            raise ValueError("correct must hold booleans or 0/1 values (1 = the prediction is right)")
+        value = value.bool()
+    return value
+
+
+def _check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
+    check_tensor(name, logits, floating=True)
+    if logits.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, K), got {tuple(logits.shape)}")
+    if logits.shape[1] < 2:
+        raise ValueError(f"{name} must have at least 2 classes (K >= 2), got K = {logits.shape[1]}")
+    check_finite(name, logits)
+    return logits
+
+
+def _check_labels(labels: Any, n: int, k: int) -> torch.Tensor:
+    check_tensor("labels", labels, floating=False)
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},) to match the logits, got {tuple(labels.shape)}")
+    check_class_indices("labels", labels, k)
+    return labels
+
+
+# --------------------------------------------------------------------------------------------- risk-coverage
+def risk_coverage_curve(confidence: Any, correct: Any) -> dict[str, np.ndarray]:
+    """The risk–coverage curve of a confidence score: answer the most confident examples first.
+
+    Args:
+        confidence: ``(N,)`` scores, higher = more confident (e.g. the max softmax probability).
+        correct: ``(N,)`` booleans (or 0/1): whether the model's prediction on each example is right.
+
+    Returns:
+        dict of numpy arrays of length ``N``: ``coverage`` (``i/N`` for ``i = 1..N``), ``risk`` (the
+        expected error rate among the ``i`` most confident examples, ties broken uniformly at random)
+        and ``threshold`` (the confidence of the ``i``-th example).
+
+    >>> c = risk_coverage_curve(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, True]))
+    >>> c["coverage"].tolist(), c["risk"].round(3).tolist()
+    ([0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.333, 0.25])
+    """
+    conf = _as_1d_float("confidence", confidence)
+    ok = _as_correct(correct, conf.shape[0])
+    n = conf.shape[0]
+    order = torch.argsort(conf, descending=True, stable=True)
+    conf_s = conf[order]
+    err_s = (~ok[order]).to(torch.float64)
+    # Tie groups: within a group of equal confidence, every order is equally likely, so the expected number of
+    # errors among the first j members is j * (errors in group) / (group size).
+    new_group = torch.ones(n, dtype=torch.bool)
+    new_group[1:] = conf_s[1:] != conf_s[:-1]
+    group_id = torch.cumsum(new_group.long(), 0) - 1
+    n_groups = int(group_id[-1]) + 1
+    size = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, group_id, torch.ones(n, dtype=torch.float64))
+    errs = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, group_id, err_s)
+    errs_before = torch.cumsum(errs, 0) - errs                      # errors in all earlier groups
+    start = (torch.cumsum(size, 0) - size)                          # positions before the group
+    pos = torch.arange(1, n + 1, dtype=torch.float64)               # 1-based position
+    within = pos - start[group_id]                                  # 1..size within the group
+    expected_errors = errs_before[group_id] + within * errs[group_id] / size[group_id]
+    return {"coverage": (pos / n).numpy(), "risk": (expected_errors / pos).numpy(), "threshold": conf_s.numpy()}
+
+
+def aurc(confidence: Any, correct: Any) -> float:
+    """Area under the risk–coverage curve, ``(1/N) Σ_i risk_i`` (lower = better ranking); see :func:`risk_coverage_curve`.
+
+    >>> round(aurc(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, True])), 4)
+    0.1458
+    """
+    return float(risk_coverage_curve(confidence, correct)["risk"].mean())
+
+
+def optimal_aurc(error_rate: float, n: int) -> float:
+    """AURC of the best ranking (every correct prediction first) for ``n`` examples with ``round(error_rate·n)`` errors.
+
+    With ``r`` errors the ``i``-th prefix holds ``max(0, i − (n − r))`` errors, so
+    ``AURC* = (1/n) Σ_i max(0, i − n + r) / i`` (≈ ``e + (1 − e)·ln(1 − e)`` for error rate ``e``).
+
+    >>> optimal_aurc(0.0, 10), round(optimal_aurc(0.5, 4), 4)
+    (0.0, 0.2083)
+    """
+    error_rate = check_probability("error_rate", error_rate)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    r = int(round(error_rate * n))
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    return float(((i - (n - r)).clamp_min(0) / i).mean())
+
+
+def excess_aurc(confidence: Any, correct: Any) -> float:
+    """E-AURC: :func:`aurc` minus :func:`optimal_aurc` at the same error rate (0 = a perfect ranking).
+
+    >>> excess_aurc(torch.tensor([0.9, 0.8, 0.1]), torch.tensor([True, True, False]))
+    0.0
+    """
+    conf = _as_1d_float("confidence", confidence)
+    ok = _as_correct(correct, conf.shape[0])
+    n = conf.shape[0]
+    n_err = int((~ok).sum())
+    return aurc(conf, ok) - optimal_aurc(n_err / n, n)
+
+
+def selective_risk(confidence: Any, correct: Any, coverage: float) -> float:
+    """The error rate on the ``⌈coverage·N⌉`` most confident examples (ties broken in expectation).
+
+    >>> selective_risk(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, True]), 0.5)
+    0.0
+    """
+    coverage = check_probability("coverage", coverage, low_open=True)
+    curve = risk_coverage_curve(confidence, correct)
+    n = curve["risk"].shape[0]
+    k = max(1, math.ceil(coverage * n - 1e-9))
+    return float(curve["risk"][k - 1])
+
+
+# --------------------------------------------------------------------------------------------- confidence scores
+def pnorm_logit_score(logits: torch.Tensor, p: float = 2.0, *, center: bool = True,
+                      temperature: float | None = None) -> torch.Tensor:
+    """Confidence from ``p``-norm-normalised logits: MaxLogit-pNorm, or MSP-pNorm when ``temperature`` is given.
+
+    ``ẑ = z_c / ‖z_c‖_p`` with ``z_c = z − mean_k(z)`` (``center=True``) or ``z_c = z``; returns
+    ``max_k ẑ_k`` (``temperature=None``) or ``max_k softmax(ẑ / τ)_k``. Shapes: logits ``(N, K)`` → ``(N,)`` float64
+    (in float32 confident rows would tie).
+    ``p`` is a positive real or ``math.inf``; rows whose (centred) logits are all zero get score
+    ``0`` (MaxLogit) / ``1/K`` (MSP) instead of dividing by zero. The score is unchanged by scaling
+    the logits by any positive factor (and, with ``center=True``, by adding a constant to them).
+
+    >>> z = torch.tensor([[3.0, 1.0, 1.0], [30.0, 10.0, 10.0]])
+    >>> [round(v, 4) for v in pnorm_logit_score(z, p=2).tolist()]
+    [0.8165, 0.8165]
+    """
+    logits = _check_logits(logits)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p) or p <= 0:
+        raise ValueError(f"p must be a positive real number or math.inf, got {p!r}")
+    if not isinstance(center, bool):
+        raise TypeError(f"center must be True or False, got {center!r}")
+    z = logits.double()
+    if center:
+        z = z - z.mean(dim=1, keepdim=True)
+    norm = torch.linalg.vector_norm(z, ord=float(p), dim=1, keepdim=True)
+    zhat = torch.where(norm > 0, z / norm.clamp_min(1e-300), torch.zeros_like(z))
+    if temperature is None:
+        return zhat.amax(dim=1)
+    temperature = check_probability("temperature", temperature, high=math.inf, low_open=True)
+    return (zhat / temperature).softmax(dim=1).amax(dim=1)
+
+
+def select_pnorm(logits: torch.Tensor, labels: torch.Tensor, ps: Iterable[float] = tuple(range(1, 10)), *,
+                 center: bool = True) -> dict[str, Any]:
+    """Choose ``p`` for MaxLogit-pNorm by the AURC it gives on held-out ``logits (N, K)``, ``labels (N,)``.
+
+    Returns ``{"p": best p, "aurc": {p: AURC for each p}, "msp_aurc": AURC of the plain MSP}``. Ties go
+    to the first ``p`` of ``ps``. Fit it on validation data, then score test data with the chosen ``p``.
+
+    >>> z = torch.tensor([[3.0, 0.0, 0.0], [0.2, 0.1, 0.0], [2.0, 1.9, 0.0]]); y = torch.tensor([0, 1, 0])
+    >>> r = select_pnorm(z, y, ps=(1, 2, 8))
+    >>> sorted(r["aurc"]), r["p"] in (1, 2, 8)
+    ([1, 2, 8], True)
+    """
+    logits = _check_logits(logits)
+    labels = _check_labels(labels, logits.shape[0], logits.shape[1])
+    ps = list(ps)
+    if not ps:
+        raise ValueError("ps is empty; give at least one p, e.g. ps=(1, 2, 4)")
+    correct = logits.argmax(1) == labels
+    table = {p: aurc(pnorm_logit_score(logits, p, center=center), correct) for p in ps}
+    best = min(ps, key=lambda p: (table[p], ps.index(p)))
+    return {"p": best, "aurc": table, "msp_aurc": aurc(msp_score(logits), correct)}
+
+
+def selective_report(logits: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor | None = None,
+                     coverages: Sequence[float] = (0.8,)) -> dict[str, float]:
+    """Accuracy, AURC, E-AURC and the selective risk at the given coverages of one confidence score.
+
+    ``confidence`` ``(N,)`` defaults to the MSP (:func:`lsutils.msp_score`) of ``logits (N, K)``; ``labels`` ``(N,)``. Keys: ``acc``,
+    ``aurc``, ``e_aurc`` and ``risk@80`` (for coverage 0.8, and so on).
+
+    >>> z = torch.tensor([[3.0, 0.0], [0.1, 0.0], [2.0, 0.0]]); y = torch.tensor([0, 1, 0])
+    >>> selective_report(z, y)["acc"]
+    0.6666666666666666
+    """
+    logits = _check_logits(logits)
+    labels = _check_labels(labels, logits.shape[0], logits.shape[1])
+    conf = msp_score(logits) if confidence is None else confidence
+    correct = logits.argmax(1) == labels
+    out = {"acc": float(correct.double().mean()), "aurc": aurc(conf, correct), "e_aurc": excess_aurc(conf, correct)}
+    for c in coverages:
+        out[f"risk@{round(100 * c)}"] = selective_risk(conf, correct, c)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- padded sequences
+def _check_sequence(logits: Any, target: Any, pad_index: int) -> None:
+    check_tensor("logits", logits, floating=True)
+    if logits.dim() != 3:
+        raise ValueError(f"logits must have shape (N, K, L) (classes on dim 1, as F.cross_entropy expects), "
+                         f"got {tuple(logits.shape)}")
+    check_tensor("target", target, floating=False)
+    if tuple(target.shape) != (logits.shape[0], logits.shape[2]):
+        raise ValueError(f"target must have shape (N, L) = {(logits.shape[0], logits.shape[2])} for logits "
+                         f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+    if isinstance(pad_index, bool) or not isinstance(pad_index, int):
+        raise TypeError(f"pad_index must be an int, got {type(pad_index).__name__}")
+    if not 0 <= pad_index < logits.shape[1]:
+        raise ValueError(f"pad_index must be a class index in [0, {logits.shape[1] - 1}] (the padding token of the "
+                         f"vocabulary), got {pad_index}")
+    check_class_indices("target", target, logits.shape[1])
+    if not (target != pad_index).any():
+        raise ValueError("target holds only padding; at least one real token is needed")
+
+
+def annotated_transformer_targets(target: torch.Tensor, num_classes: int, epsilon: float,
+                                  pad_index: int) -> torch.Tensor:
+    """The Annotated Transformer's smoothed targets ``(*S, K)``: ``1 − ε`` on the true token, ``ε/(K−2)`` on the others,
+
+    ``0`` on the padding token, and an all-zero row where the target itself is padding.
+
+    >>> annotated_transformer_targets(torch.tensor([2, 0]), num_classes=4, epsilon=0.2, pad_index=0)
+    tensor([[0.0000, 0.1000, 0.8000, 0.1000],
+            [0.0000, 0.0000, 0.0000, 0.0000]])
+    """
+    check_tensor("target", target, floating=False)
+    epsilon = check_probability("epsilon", epsilon)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 3:
+        raise ValueError(f"num_classes must be an int >= 3 (the true token, padding and at least one other), "
+                         f"got {num_classes!r}")
+    if isinstance(pad_index, bool) or not isinstance(pad_index, int) or not 0 <= pad_index < num_classes:
+        raise ValueError(f"pad_index must be an int in [0, {num_classes - 1}], got {pad_index!r}")
+    check_class_indices("target", target, num_classes)
+    q = torch.full(tuple(target.shape) + (num_classes,), epsilon / (num_classes - 2), dtype=torch.float32)
+    q.scatter_(-1, target.long().unsqueeze(-1), 1.0 - epsilon)
+    q[..., pad_index] = 0.0
+    q[target == pad_index] = 0.0
+    return q
+
+
+def annotated_transformer_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
+                               pad_index: int) -> torch.Tensor:
+    """The Annotated Transformer's loss per real token: ``KLDivLoss(sum)(log_softmax(z), q') / n_tokens``.
+
+    ``logits (N, K, L)``, ``target (N, L)``, ``q'`` from :func:`annotated_transformer_targets`; padding
+    positions contribute nothing and are not counted. It differs from cross-entropy against ``q'``
+    by the constant entropy ``H(q')`` per token (the KL is ``0`` at ``p = q'``).
+
+    >>> z = torch.zeros(1, 4, 2); t = torch.tensor([[2, 0]])
+    >>> round(float(annotated_transformer_loss(z, t, 0.0, pad_index=0)), 4)   # log 4
+    1.3863
+    """
+    _check_sequence(logits, target, pad_index)
+    k = logits.shape[1]
+    q = annotated_transformer_targets(target, k, epsilon, pad_index).to(logits.dtype)   # (N, L, K)
+    logp = logits.log_softmax(dim=1).movedim(1, -1)                                      # (N, L, K)
+    n_tokens = (target != pad_index).sum()
+    return F.kl_div(logp, q, reduction="sum") / n_tokens
+
+
+def token_loss_report(logits: torch.Tensor, target: torch.Tensor, epsilon: float, pad_index: int) -> dict[str, float]:
+    """Losses of a padded batch of sequences, ``logits (N, K, L)``, ``target (N, L)`` with ``pad_index`` padding.
+
+    Keys (all per real token unless said otherwise):
+
+    * ``tokens``: the number of real (non-padding) target tokens; ``token_acc``: argmax accuracy on them;
+    * ``nll`` and ``perplexity = exp(nll)``: plain cross-entropy with ``ignore_index=pad_index``;
+    * ``ls_loss``: :func:`lsutils.smoothed_cross_entropy` with ``ignore_index`` (PyTorch's convention, ``ε/K``
+      on every class, the padding token included); ``ls_loss_torch``: ``F.cross_entropy(...,
+      ignore_index, label_smoothing)`` (the same number);
+    * ``ls_loss_padding_counted``: the same loss *without* ``ignore_index``, averaged over every position —
+      the bug of forgetting the mask (padding scored as if it were a word);
+    * ``annotated_kl``: :func:`annotated_transformer_loss` (``ε/(K−2)``, padding column zeroed, KL).
+
+    >>> z = torch.zeros(1, 5, 3); t = torch.tensor([[1, 2, 0]])
+    >>> r = token_loss_report(z, t, 0.1, pad_index=0)
+    >>> r["tokens"], round(r["perplexity"], 3)
+    (2, 5.0)
+    """
+    from .losses import smoothed_cross_entropy
+
+    _check_sequence(logits, target, pad_index)
+    epsilon = check_probability("epsilon", epsilon)
+    keep = target != pad_index
+    nll = F.cross_entropy(logits, target, ignore_index=pad_index)
+    return {
+        "tokens": int(keep.sum()),
+        "token_acc": float((logits.argmax(1) == target)[keep].double().mean()),
+        "nll": float(nll),
+        "perplexity": float(torch.exp(nll)),
+        "ls_loss": float(smoothed_cross_entropy(logits, target, epsilon, ignore_index=pad_index)),
+        "ls_loss_torch": float(F.cross_entropy(logits, target, ignore_index=pad_index, label_smoothing=epsilon)),
+        "ls_loss_padding_counted": float(smoothed_cross_entropy(logits, target, epsilon)),
+        "annotated_kl": float(annotated_transformer_loss(logits, target, epsilon, pad_index)),
+    }
+
+
+# --------------------------------------------------------------------------------------------- chapter 8 specs
+def chapter8_settings(profile: Any) -> dict[str, Any]:
+    """The sizes of chapter 8's experiments, derived from a :class:`~lsutils.config.Profile`.
+
+    * ``seeds``: the profile's first two seeds (two seeds × ~20 new models fit the chapter's budget);
+    * ``epsilon``: 0.1, the smoothing of the CE/LS models chapter 3 caches;
+    * ``dropout``: 0.3 (between the penultimate layer and the classifier);
+    * ``weight_decay``: the profile's own (AdamW, decoupled); the other rows use 0;
+    * ``tiny_width``: the small model of the model-size comparison (the profile's model at width 2,
+      i.e. 2 and 4 convolution channels instead of 32 and 64);
+    * ``distill_temperature``, ``distill_beta``: the distillation row (teacher = the profile's CE model);
+    * ``pnorm_grid``: the ``p`` values :func:`select_pnorm` chooses from; ``coverage``: where the
+      selective risk is read.
+
+    >>> from lsutils.config import get_profile
+    >>> chapter8_settings(get_profile("cpu"))["seeds"]
+    (0, 1)
+    """
+    for attr in ("seeds", "weight_decay", "model", "width"):
+        if not hasattr(profile, attr):
+            raise TypeError(f"profile must be an lsutils Profile (from get_profile()), got {type(profile).__name__}")
+    return {"seeds": tuple(profile.seeds[:2]), "epsilon": 0.1, "dropout": 0.3,
+            "weight_decay": float(profile.weight_decay), "tiny_width": 2 if profile.model == "cnn" else 4,
+            "distill_temperature": 4.0, "distill_beta": 0.5, "pnorm_grid": tuple(range(1, 10)), "coverage": 0.8}
+
+
+def regularizer_specs(profile: Any, seed: int, epsilon: float, *, distill: bool | None = None) -> dict[str, Any]:
+    """The runs of the regulariser table for one seed and one smoothing ``ε`` (0 = no label smoothing).
+
+    Every row starts from ``RunSpec.from_profile(profile, loss=smoothing_spec(ε), seed=seed)`` and changes
+    exactly what its name says; every row but ``"weight decay"`` sets ``weight_decay=0`` (the profile's
+    AdamW default is 1e-2), so each regulariser is measured alone:
+
+    * ``"none"``: ``weight_decay=0``; nothing else;
+    * ``"weight decay"``: the profile's own spec (``weight_decay`` = the profile's; the model chapter 3 caches);
+    * ``"dropout"``: ``weight_decay=0``, ``dropout`` = :func:`chapter8_settings`'s;
+    * ``"augmentation"``: ``weight_decay=0``, ``augment=True`` (random crop with 4-pixel padding + flip);
+    * ``"distillation"`` (when the trainer knows the loss ``"distill"``, or ``distill=True``): ``weight_decay=0``,
+      loss ``{"name": "distill", "teacher": <the profile's CE spec, same seed>, "temperature": T, "beta": β,
+      "epsilon": ε}`` — the student's hard-label term is smoothed with ``ε`` (omitted for ε = 0).
+
+    >>> from lsutils.config import get_profile
+    >>> specs = regularizer_specs(get_profile("smoke"), 0, 0.1, distill=False)
+    >>> list(specs), specs["none"].weight_decay, specs["dropout"].dropout
+    (['none', 'weight decay', 'dropout', 'augmentation'], 0.0, 0.3)
+    """
+    from .registry import available_losses, smoothing_spec
+    from .train import RunSpec
+
+    s = chapter8_settings(profile)
+    epsilon = check_probability("epsilon", epsilon)
+    loss = smoothing_spec(epsilon)
+    base = lambda **kw: RunSpec.from_profile(profile, loss=loss, seed=seed, **kw)  # noqa: E731
+    specs = {"none": base(weight_decay=0.0), "weight decay": base(),
+             "dropout": base(weight_decay=0.0, dropout=s["dropout"]),
+             "augmentation": base(weight_decay=0.0, augment=True)}
+    if distill is None:
+        distill = "distill" in available_losses()
+    if distill:
+        teacher = RunSpec.from_profile(profile, loss=smoothing_spec(0.0), seed=seed)
+        dloss: dict[str, Any] = {"name": "distill", "teacher": teacher.to_dict(),
+                                 "temperature": s["distill_temperature"], "beta": s["distill_beta"]}
+        if epsilon > 0:
+            dloss["epsilon"] = epsilon
+        specs["distillation"] = RunSpec.from_profile(profile, loss=dloss, seed=seed, weight_decay=0.0)
+    return specs
+
+
+def model_size_specs(profile: Any, seed: int, epsilon: float) -> dict[str, Any]:
+    """``{"tiny": spec, "profile": spec}``: the profile's model at ``chapter8_settings(profile)["tiny_width"]`` and at its own width.
+
+    Both use the profile's schedule and ``smoothing_spec(ε)``; the ``"profile"`` spec is the one chapter 3 caches.
+
+    >>> from lsutils.config import get_profile
+    >>> model_size_specs(get_profile("smoke"), 0, 0.0)["tiny"].width
+    2
+    """
+    from .registry import smoothing_spec
+    from .train import RunSpec
+
+    s = chapter8_settings(profile)
+    loss = smoothing_spec(check_probability("epsilon", epsilon))
+    return {"tiny": RunSpec.from_profile(profile, loss=loss, seed=seed, width=s["tiny_width"]),
+            "profile": RunSpec.from_profile(profile, loss=loss, seed=seed)}

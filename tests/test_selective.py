@@ -1,0 +1,261 @@
+"""Tests of lsutils.selective: risk–coverage / AURC, logit normalisation, padded token losses, chapter 8's specs."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lsutils as ls
+from lsutils.selective import (annotated_transformer_loss, annotated_transformer_targets, aurc, chapter8_settings,
+                               excess_aurc, model_size_specs, optimal_aurc, pnorm_logit_score, regularizer_specs,
+                               risk_coverage_curve, select_pnorm, selective_report, selective_risk,
+                               token_loss_report)
+
+
+# --------------------------------------------------------------------------------------------- risk–coverage
+def _brute_force_curve(conf: list[float], correct: list[bool]) -> np.ndarray:
+    """Average the risk curve over every order consistent with the confidences (all tie-breaks)."""
+    n = len(conf)
+    curves = []
+    for perm in itertools.permutations(range(n)):
+        c = [conf[i] for i in perm]
+        if any(c[j] < c[j + 1] for j in range(n - 1)):
+            continue  # not sorted by decreasing confidence
+        errs = np.cumsum([0 if correct[i] else 1 for i in perm])
+        curves.append(errs / np.arange(1, n + 1))
+    return np.mean(curves, axis=0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_curve_breaks_ties_in_expectation(seed):
+    g = torch.Generator().manual_seed(seed)
+    conf = torch.randint(0, 3, (7,), generator=g).double() / 2        # many ties
+    correct = torch.rand(7, generator=g) < 0.6
+    curve = risk_coverage_curve(conf, correct)
+    expected = _brute_force_curve(conf.tolist(), correct.tolist())
+    np.testing.assert_allclose(curve["risk"], expected, atol=1e-12)
+    np.testing.assert_allclose(curve["coverage"], np.arange(1, 8) / 7)
+    assert np.all(np.diff(curve["threshold"]) <= 0)
+
+
+def test_aurc_matches_a_plain_loop_without_ties():
+    rng = np.random.default_rng(0)
+    conf = rng.random(500)
+    correct = rng.random(500) < 0.8
+    order = np.argsort(-conf)
+    risks = [np.mean(~correct[order[:i]]) for i in range(1, 501)]
+    assert aurc(torch.from_numpy(conf), torch.from_numpy(correct)) == pytest.approx(np.mean(risks), abs=1e-12)
+    # numpy inputs and 0/1 ints are accepted too
+    assert aurc(conf, correct.astype(np.int64)) == pytest.approx(np.mean(risks), abs=1e-12)
+
+
+def test_perfect_and_worst_rankings():
+    correct = torch.tensor([True] * 7 + [False] * 3)
+    perfect = correct.double()                      # every right prediction more confident than every wrong one
+    assert excess_aurc(perfect, correct) == pytest.approx(0.0, abs=1e-12)
+    assert aurc(perfect, correct) == pytest.approx(optimal_aurc(0.3, 10))
+    worst = aurc(1 - perfect, correct)
+    constant = aurc(torch.zeros(10), correct)       # no information: every prefix has the base error rate
+    assert constant == pytest.approx(0.3)
+    assert aurc(perfect, correct) < constant < worst
+    assert selective_risk(perfect, correct, 0.7) == 0.0
+    assert selective_risk(perfect, correct, 1.0) == pytest.approx(0.3)
+
+
+def test_optimal_aurc_closed_form_for_large_n():
+    for e in (0.05, 0.12, 0.4):
+        assert optimal_aurc(e, 200_000) == pytest.approx(e + (1 - e) * math.log(1 - e), abs=1e-4)
+    assert optimal_aurc(0.0, 5) == 0.0 and optimal_aurc(1.0, 4) == 1.0
+
+
+@pytest.mark.parametrize("call, exc", [
+    (lambda: aurc(torch.zeros(3), torch.zeros(4)), ValueError),
+    (lambda: aurc(torch.zeros(3, 1), torch.zeros(3)), ValueError),
+    (lambda: aurc([0.1, 0.2], [True, False]), TypeError),
+    (lambda: aurc(torch.tensor([0.1, float("nan")]), torch.tensor([True, False])), ValueError),
+    (lambda: aurc(torch.tensor([0.1, 0.2]), torch.tensor([2, 0])), ValueError),
+    (lambda: selective_risk(torch.zeros(3), torch.ones(3), 0.0), ValueError),
+    (lambda: optimal_aurc(1.5, 3), ValueError),
+    (lambda: optimal_aurc(0.1, 0), ValueError),
+])
+def test_bad_inputs_raise(call, exc):
+    with pytest.raises(exc):
+        call()
+
+
+# --------------------------------------------------------------------------------------------- logit normalisation
+def test_pnorm_score_formula_and_invariances():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(50, 10, generator=g) * 3
+    for p in (1, 2, 3.5, math.inf):
+        zc = z.double() - z.double().mean(1, keepdim=True)
+        manual = (zc / zc.norm(p=p, dim=1, keepdim=True)).amax(1)
+        got = pnorm_logit_score(z, p)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, manual)
+        torch.testing.assert_close(pnorm_logit_score(7.0 * z + 2.0, p), got)       # scale and shift free
+        uncentred = pnorm_logit_score(z, p, center=False)
+        torch.testing.assert_close(uncentred, (z.double() / z.double().norm(p=p, dim=1, keepdim=True)).amax(1))
+    msp_norm = pnorm_logit_score(z, 2, temperature=0.1)
+    zc = z.double() - z.double().mean(1, keepdim=True)
+    torch.testing.assert_close(msp_norm, (zc / zc.norm(dim=1, keepdim=True) / 0.1).softmax(1).amax(1))
+
+
+def test_pnorm_score_degenerate_rows_and_errors():
+    z = torch.tensor([[1.0, 1.0, 1.0], [2.0, 0.0, 0.0]])
+    s = pnorm_logit_score(z, 2)
+    assert s[0] == 0.0 and torch.isfinite(s).all()
+    assert pnorm_logit_score(z, 2, temperature=1.0)[0] == pytest.approx(1 / 3)
+    for bad in (0, -1, float("nan"), True, "2"):
+        with pytest.raises(ValueError):
+            pnorm_logit_score(z, bad)
+    with pytest.raises(ValueError):
+        pnorm_logit_score(torch.zeros(3), 2)
+    with pytest.raises(TypeError):
+        pnorm_logit_score(torch.zeros(3, 2, dtype=torch.long), 2)
+    with pytest.raises(ValueError):
+        pnorm_logit_score(z, 2, temperature=0.0)
+
+
+def test_select_pnorm_returns_the_argmin_and_msp_baseline():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(400, 10, generator=g) * torch.rand(400, 1, generator=g) * 5
+    y = torch.randint(0, 10, (400,), generator=g)
+    y[:300] = z[:300].argmax(1)                                  # 75 % right
+    r = select_pnorm(z, y, ps=(1, 2, 4, math.inf))
+    correct = z.argmax(1) == y
+    for p, value in r["aurc"].items():
+        assert value == pytest.approx(aurc(pnorm_logit_score(z, p), correct))
+    assert r["aurc"][r["p"]] == min(r["aurc"].values())
+    assert r["msp_aurc"] == pytest.approx(aurc(ls.msp_score(z), correct))
+    with pytest.raises(ValueError):
+        select_pnorm(z, y, ps=())
+    with pytest.raises(ValueError):
+        select_pnorm(z, y[:10])
+
+
+def test_selective_report_on_a_real_model(fashion_mnist_small):
+    """A small model trained on real Fashion-MNIST: the report agrees with the functions it is made of."""
+    ds = fashion_mnist_small
+    model = ls.build_model("mlp", 10, 1, width=32)
+    ls.fit(model, ds.train.x, ds.train.y, F.cross_entropy, epochs=2, batch_size=100, lr=3e-3, device="cpu",
+           progress=False)
+    z = ls.predict_logits(model, ds.test.x)
+    r = selective_report(z, ds.test.y, coverages=(0.5, 1.0))
+    correct = z.argmax(1) == ds.test.y
+    assert r["acc"] == pytest.approx(ls.accuracy(z, ds.test.y))
+    assert r["risk@100"] == pytest.approx(1 - r["acc"])
+    assert r["aurc"] == pytest.approx(aurc(ls.msp_score(z), correct))
+    assert r["e_aurc"] == pytest.approx(r["aurc"] - optimal_aurc(1 - r["acc"], len(correct)))
+    # a trained model's confidence ranks its errors better than chance: risk at 50 % coverage < overall risk
+    assert r["risk@50"] < r["risk@100"]
+    assert 0 <= r["e_aurc"] < r["aurc"]
+
+
+# --------------------------------------------------------------------------------------------- padded sequences
+def _padded_batch(seed: int = 0, k: int = 11, pad: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, k, 6, generator=g) * 2
+    target = torch.randint(1, k, (3, 6), generator=g)
+    target[0, 4:] = pad
+    target[2, 2:] = pad
+    return logits, target
+
+
+def test_token_report_ignores_padding():
+    logits, target = _padded_batch()
+    r = token_loss_report(logits, target, 0.1, pad_index=0)
+    keep = target != 0
+    assert r["tokens"] == int(keep.sum()) == 18 - 2 - 4
+    flat_z = logits.movedim(1, -1)[keep]                       # (tokens, K)
+    assert r["nll"] == pytest.approx(float(F.cross_entropy(flat_z, target[keep])), rel=1e-6)
+    assert r["perplexity"] == pytest.approx(math.exp(r["nll"]), rel=1e-6)
+    assert r["ls_loss"] == pytest.approx(r["ls_loss_torch"], rel=1e-6)
+    assert r["ls_loss"] == pytest.approx(float(F.cross_entropy(flat_z, target[keep], label_smoothing=0.1)), rel=1e-6)
+    assert r["ls_loss_padding_counted"] != pytest.approx(r["ls_loss"], rel=1e-3)
+    assert r["token_acc"] == pytest.approx(float((flat_z.argmax(1) == target[keep]).double().mean()))
+
+
+def test_token_report_of_uniform_logits():
+    z = torch.zeros(2, 7, 4)
+    t = torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0]])
+    r = token_loss_report(z, t, 0.2, pad_index=0)
+    assert r["perplexity"] == pytest.approx(7.0) and r["ls_loss"] == pytest.approx(math.log(7))
+
+
+def test_annotated_transformer_targets_and_loss():
+    q = annotated_transformer_targets(torch.tensor([[3, 1, 0]]), num_classes=5, epsilon=0.3, pad_index=0)
+    assert q.shape == (1, 3, 5)
+    torch.testing.assert_close(q[0, 0], torch.tensor([0.0, 0.1, 0.1, 0.7, 0.1]))
+    assert q[0, 2].sum() == 0 and q[..., 0].sum() == 0
+    torch.testing.assert_close(q[0, :2].sum(-1), torch.ones(2))
+    # the KL form is 0 exactly at p = q' and equals CE(q', p) − H(q') per real token
+    logits, target = _padded_batch(seed=3)
+    k = logits.shape[1]
+    qq = annotated_transformer_targets(target, k, 0.1, 0)                  # (N, L, K)
+    z_opt = torch.where(qq > 0, qq.clamp_min(1e-30).log(), torch.full_like(qq, -60.0)).movedim(-1, 1)
+    keep = target != 0
+    assert float(annotated_transformer_loss(z_opt, target, 0.1, 0)) == pytest.approx(0.0, abs=1e-5)
+    logp = logits.log_softmax(1).movedim(1, -1)
+    ce = -(qq * logp).sum(-1)[keep].mean()
+    ent = -(qq * qq.clamp_min(1e-30).log()).sum(-1)[keep].mean()
+    assert float(annotated_transformer_loss(logits, target, 0.1, 0)) == pytest.approx(float(ce - ent), rel=1e-5)
+
+
+@pytest.mark.parametrize("call, exc", [
+    (lambda: token_loss_report(torch.zeros(2, 5), torch.zeros(2, dtype=torch.long), 0.1, 0), ValueError),
+    (lambda: token_loss_report(torch.zeros(1, 5, 3), torch.zeros(1, 4, dtype=torch.long), 0.1, 0), ValueError),
+    (lambda: token_loss_report(torch.zeros(1, 5, 3), torch.zeros(1, 3, dtype=torch.long), 0.1, 0), ValueError),
+    (lambda: token_loss_report(torch.zeros(1, 5, 3), torch.ones(1, 3, dtype=torch.long), 0.1, 9), ValueError),
+    (lambda: token_loss_report(torch.zeros(1, 5, 3), torch.ones(1, 3, dtype=torch.long), 1.5, 0), ValueError),
+    (lambda: token_loss_report(torch.zeros(1, 5, 3), torch.full((1, 3), 7), 0.1, 0), ValueError),
+    (lambda: annotated_transformer_targets(torch.tensor([1]), 2, 0.1, 0), ValueError),
+])
+def test_token_errors(call, exc):
+    with pytest.raises(exc):
+        call()
+
+
+# --------------------------------------------------------------------------------------------- chapter 8 specs
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_settings_for_every_profile(name, recwarn):
+    p = ls.get_profile(name)
+    s = chapter8_settings(p)
+    assert len(s["seeds"]) == 2 and set(s["seeds"]) <= set(p.seeds)
+    assert s["tiny_width"] < p.width and s["weight_decay"] == p.weight_decay
+    with pytest.raises(TypeError):
+        chapter8_settings("cpu")
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_regularizer_rows_change_only_what_they_say(eps):
+    p = ls.get_profile("smoke")
+    specs = regularizer_specs(p, 1, eps, distill=True)
+    baseline = ls.RunSpec.from_profile(p, loss=ls.smoothing_spec(eps), seed=1)
+    assert specs["weight decay"] == baseline                  # the cached CE/LS model of chapter 3
+    assert specs["weight decay"].key() == baseline.key()
+    none = specs["none"]
+    assert none == ls.RunSpec.from_profile(p, loss=ls.smoothing_spec(eps), seed=1, weight_decay=0.0)
+    assert specs["dropout"] == ls.RunSpec.from_profile(p, loss=ls.smoothing_spec(eps), seed=1, weight_decay=0.0,
+                                                       dropout=0.3)
+    assert specs["augmentation"].augment and specs["augmentation"].weight_decay == 0.0
+    d = specs["distillation"]
+    loss = d.loss_spec()
+    assert d.weight_decay == 0.0 and loss["name"] == "distill"
+    assert ls.RunSpec.from_dict(loss["teacher"]) == ls.RunSpec.from_profile(p, loss={"name": "ce"}, seed=1)
+    assert ("epsilon" in loss) == (eps > 0)
+    assert len({s.key() for s in specs.values()}) == len(specs)
+    assert "distillation" not in regularizer_specs(p, 1, eps, distill=False)
+
+
+def test_model_size_specs():
+    p = ls.get_profile("smoke")
+    m = model_size_specs(p, 0, 0.1)
+    assert m["profile"] == ls.RunSpec.from_profile(p, loss=ls.smoothing_spec(0.1), seed=0)
+    assert m["tiny"].width == chapter8_settings(p)["tiny_width"] and m["tiny"].model == p.model
+    with pytest.raises(ValueError):
+        model_size_specs(p, 0, -0.1)
