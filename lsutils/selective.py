@@ -24,8 +24,8 @@ confidently right examples than for wrong ones (Xia et al. 2025). :func:`pnorm_l
 both; :func:`select_pnorm` picks ``p`` on held-out data by AURC.
 
 **Padded sequences**: :func:`token_loss_report` scores ``(N, K, L)`` logits against ``(N, L)`` targets
-with padding, the way sequence models are trained (ignore_index) and the way the Annotated
-Transformer does it (:func:`annotated_transformer_loss`).
+with padding, the way sequence models are trained (``ignore_index``) and the way the Annotated
+Transformer does it (:func:`lsutils.annotated_transformer_loss`).
 """
 from __future__ import annotations
 
@@ -40,8 +40,7 @@ from ._validate import check_class_indices, check_finite, check_probability, che
 from .metrics import msp_score
 
 __all__ = ["risk_coverage_curve", "aurc", "optimal_aurc", "excess_aurc", "selective_risk",
-           "pnorm_logit_score", "select_pnorm", "selective_report", "annotated_transformer_targets",
-           "annotated_transformer_loss", "token_loss_report", "chapter8_settings", "regularizer_specs",
+           "pnorm_logit_score", "select_pnorm", "selective_report", "token_loss_report", "chapter8_settings", "regularizer_specs",
            "model_size_specs"]
 
 
@@ -278,51 +277,6 @@ def _check_sequence(logits: Any, target: Any, pad_index: int) -> None:
         raise ValueError("target holds only padding; at least one real token is needed")
 
 
-def annotated_transformer_targets(target: torch.Tensor, num_classes: int, epsilon: float,
-                                  pad_index: int) -> torch.Tensor:
-    """The Annotated Transformer's smoothed targets ``(*S, K)``: ``1 − ε`` on the true token, ``ε/(K−2)`` on the others,
-
-    ``0`` on the padding token, and an all-zero row where the target itself is padding.
-
-    >>> annotated_transformer_targets(torch.tensor([2, 0]), num_classes=4, epsilon=0.2, pad_index=0)
-    tensor([[0.0000, 0.1000, 0.8000, 0.1000],
-            [0.0000, 0.0000, 0.0000, 0.0000]])
-    """
-    check_tensor("target", target, floating=False)
-    epsilon = check_probability("epsilon", epsilon)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 3:
-        raise ValueError(f"num_classes must be an int >= 3 (the true token, padding and at least one other), "
-                         f"got {num_classes!r}")
-    if isinstance(pad_index, bool) or not isinstance(pad_index, int) or not 0 <= pad_index < num_classes:
-        raise ValueError(f"pad_index must be an int in [0, {num_classes - 1}], got {pad_index!r}")
-    check_class_indices("target", target, num_classes)
-    q = torch.full(tuple(target.shape) + (num_classes,), epsilon / (num_classes - 2), dtype=torch.float32)
-    q.scatter_(-1, target.long().unsqueeze(-1), 1.0 - epsilon)
-    q[..., pad_index] = 0.0
-    q[target == pad_index] = 0.0
-    return q
-
-
-def annotated_transformer_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
-                               pad_index: int) -> torch.Tensor:
-    """The Annotated Transformer's loss per real token: ``KLDivLoss(sum)(log_softmax(z), q') / n_tokens``.
-
-    ``logits (N, K, L)``, ``target (N, L)``, ``q'`` from :func:`annotated_transformer_targets`; padding
-    positions contribute nothing and are not counted. It differs from cross-entropy against ``q'``
-    by the constant entropy ``H(q')`` per token (the KL is ``0`` at ``p = q'``).
-
-    >>> z = torch.zeros(1, 4, 2); t = torch.tensor([[2, 0]])
-    >>> round(float(annotated_transformer_loss(z, t, 0.0, pad_index=0)), 4)   # log 4
-    1.3863
-    """
-    _check_sequence(logits, target, pad_index)
-    k = logits.shape[1]
-    q = annotated_transformer_targets(target, k, epsilon, pad_index).to(logits.dtype)   # (N, L, K)
-    logp = logits.log_softmax(dim=1).movedim(1, -1)                                      # (N, L, K)
-    n_tokens = (target != pad_index).sum()
-    return F.kl_div(logp, q, reduction="sum") / n_tokens
-
-
 def token_loss_report(logits: torch.Tensor, target: torch.Tensor, epsilon: float, pad_index: int) -> dict[str, float]:
     """Losses of a padded batch of sequences, ``logits (N, K, L)``, ``target (N, L)`` with ``pad_index`` padding.
 
@@ -335,14 +289,15 @@ def token_loss_report(logits: torch.Tensor, target: torch.Tensor, epsilon: float
       ignore_index, label_smoothing)`` (the same number);
     * ``ls_loss_padding_counted``: the same loss *without* ``ignore_index``, averaged over every position —
       the bug of forgetting the mask (padding scored as if it were a word);
-    * ``annotated_kl``: :func:`annotated_transformer_loss` (``ε/(K−2)``, padding column zeroed, KL).
+    * ``annotated_kl``: :func:`lsutils.annotated_transformer_loss` per real token (``1 − ε`` / ``ε/(K−2)``, padding
+      column and padded rows zeroed, a KL divergence: ``0`` at ``p = q'``).
 
     >>> z = torch.zeros(1, 5, 3); t = torch.tensor([[1, 2, 0]])
     >>> r = token_loss_report(z, t, 0.1, pad_index=0)
     >>> r["tokens"], round(r["perplexity"], 3)
     (2, 5.0)
     """
-    from .losses import smoothed_cross_entropy
+    from .losses import annotated_transformer_loss, smoothed_cross_entropy
 
     _check_sequence(logits, target, pad_index)
     epsilon = check_probability("epsilon", epsilon)
@@ -356,7 +311,8 @@ def token_loss_report(logits: torch.Tensor, target: torch.Tensor, epsilon: float
         "ls_loss": float(smoothed_cross_entropy(logits, target, epsilon, ignore_index=pad_index)),
         "ls_loss_torch": float(F.cross_entropy(logits, target, ignore_index=pad_index, label_smoothing=epsilon)),
         "ls_loss_padding_counted": float(smoothed_cross_entropy(logits, target, epsilon)),
-        "annotated_kl": float(annotated_transformer_loss(logits, target, epsilon, pad_index)),
+        "annotated_kl": float(annotated_transformer_loss(logits.movedim(1, -1).reshape(-1, logits.shape[1]),
+                                                         target.reshape(-1), epsilon, pad_index, reduction="mean")),
     }
 
 

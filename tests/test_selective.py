@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import lsutils as ls
-from lsutils.selective import (annotated_transformer_loss, annotated_transformer_targets, aurc, chapter8_settings,
+from lsutils.selective import (aurc, chapter8_settings,
                                excess_aurc, model_size_specs, optimal_aurc, pnorm_logit_score, regularizer_specs,
                                risk_coverage_curve, select_pnorm, selective_report, selective_risk,
                                token_loss_report)
@@ -187,23 +187,17 @@ def test_token_report_of_uniform_logits():
     assert r["perplexity"] == pytest.approx(7.0) and r["ls_loss"] == pytest.approx(math.log(7))
 
 
-def test_annotated_transformer_targets_and_loss():
-    q = annotated_transformer_targets(torch.tensor([[3, 1, 0]]), num_classes=5, epsilon=0.3, pad_index=0)
-    assert q.shape == (1, 3, 5)
-    torch.testing.assert_close(q[0, 0], torch.tensor([0.0, 0.1, 0.1, 0.7, 0.1]))
-    assert q[0, 2].sum() == 0 and q[..., 0].sum() == 0
-    torch.testing.assert_close(q[0, :2].sum(-1), torch.ones(2))
-    # the KL form is 0 exactly at p = q' and equals CE(q', p) − H(q') per real token
+def test_token_report_annotated_kl_is_zero_at_its_target_and_shifted_ce_elsewhere():
     logits, target = _padded_batch(seed=3)
     k = logits.shape[1]
-    qq = annotated_transformer_targets(target, k, 0.1, 0)                  # (N, L, K)
-    z_opt = torch.where(qq > 0, qq.clamp_min(1e-30).log(), torch.full_like(qq, -60.0)).movedim(-1, 1)
     keep = target != 0
-    assert float(annotated_transformer_loss(z_opt, target, 0.1, 0)) == pytest.approx(0.0, abs=1e-5)
+    qq = ls.annotated_transformer_targets(target.reshape(-1), k, 0.1, 0).reshape(target.shape + (k,))
+    z_opt = torch.where(qq > 0, qq.clamp_min(1e-30).log(), torch.full_like(qq, -60.0)).movedim(-1, 1)
+    assert token_loss_report(z_opt, target, 0.1, 0)["annotated_kl"] == pytest.approx(0.0, abs=1e-5)
     logp = logits.log_softmax(1).movedim(1, -1)
     ce = -(qq * logp).sum(-1)[keep].mean()
     ent = -(qq * qq.clamp_min(1e-30).log()).sum(-1)[keep].mean()
-    assert float(annotated_transformer_loss(logits, target, 0.1, 0)) == pytest.approx(float(ce - ent), rel=1e-5)
+    assert token_loss_report(logits, target, 0.1, 0)["annotated_kl"] == pytest.approx(float(ce - ent), rel=1e-5)
 
 
 @pytest.mark.parametrize("call, exc", [
@@ -213,7 +207,6 @@ def test_annotated_transformer_targets_and_loss():
     (lambda: token_loss_report(torch.zeros(1, 5, 3), torch.ones(1, 3, dtype=torch.long), 0.1, 9), ValueError),
     (lambda: token_loss_report(torch.zeros(1, 5, 3), torch.ones(1, 3, dtype=torch.long), 1.5, 0), ValueError),
     (lambda: token_loss_report(torch.zeros(1, 5, 3), torch.full((1, 3), 7), 0.1, 0), ValueError),
-    (lambda: annotated_transformer_targets(torch.tensor([1]), 2, 0.1, 0), ValueError),
 ])
 def test_token_errors(call, exc):
     with pytest.raises(exc):
