@@ -23,4 +23,5 @@ from .data import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
 from .report import *  # noqa: F401,F403
+from .metrics import *  # noqa: F401,F403
 # chapter modules (one line each; keep this marker last)
