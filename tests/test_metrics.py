@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import lsutils as ls  # noqa: E402
 from lsutils.metrics import (accuracy, calibration_bins, calibration_report, energy_score,  # noqa: E402
                              expected_calibration_error, fit_temperature, max_calibration_error, max_logit_score,
-                             msp_score, nll, ood_metrics, plot_reliability)
+                             msp_score, nll, ood_metrics, plot_reliability, temperature_scaled_report)
 
 
 def _random_case(n=3000, k=10, scale=3.0, seed=0):
@@ -66,7 +66,7 @@ def real_overconfident(real_logits):
 
 def test_exported_from_package():
     for name in ["accuracy", "nll", "expected_calibration_error", "max_calibration_error", "calibration_bins",
-                 "calibration_report", "fit_temperature", "plot_reliability", "msp_score", "max_logit_score",
+                 "calibration_report", "fit_temperature", "temperature_scaled_report", "plot_reliability", "msp_score", "max_logit_score",
                  "energy_score", "ood_metrics"]:
         assert getattr(ls, name) is getattr(ls.metrics, name)
 
@@ -197,6 +197,21 @@ def test_fit_temperature_lowers_ece_of_overconfident_model():
     before = calibration_report(logits[2500:], labels[2500:])
     after = calibration_report(logits[2500:], labels[2500:], temperature=t)
     assert after["nll"] < before["nll"] and after["ece"] < before["ece"]
+
+
+def test_temperature_scaled_report_real(real_logits):
+    logits, labels = real_logits
+    r = temperature_scaled_report(logits[:250], labels[:250], logits[250:], labels[250:])
+    t = fit_temperature(logits[:250], labels[:250])
+    assert r["temperature"] == t and r["temperature"] > 1  # the over-fitted model is over-confident
+    assert r["val_ece"] == calibration_report(logits[:250], labels[:250])["ece"]
+    before = calibration_report(logits[250:], labels[250:])
+    after = calibration_report(logits[250:], labels[250:], temperature=t)
+    assert {k: r[k] for k in before} == before
+    assert (r["nll_ts"], r["ece_ts"], r["mce_ts"]) == (after["nll"], after["ece"], after["mce"])
+    assert r["nll_ts"] < r["nll"]
+    with pytest.raises(ValueError, match="same number of classes"):
+        temperature_scaled_report(logits, labels, logits[:, :5], labels % 5)
 
 
 def test_fit_temperature_warns_at_edge_of_range():
