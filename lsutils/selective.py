@@ -40,7 +40,8 @@ from ._validate import check_class_indices, check_finite, check_probability, che
 from .metrics import msp_score
 
 __all__ = ["risk_coverage_curve", "aurc", "optimal_aurc", "excess_aurc", "selective_risk",
-           "pnorm_logit_score", "select_pnorm", "selective_report", "token_loss_report", "chapter8_settings", "regularizer_specs",
+           "pnorm_logit_score", "select_pnorm", "selective_report", "run_scores", "plot_risk_coverage",
+           "plot_with_without", "token_loss_report", "chapter8_settings", "regularizer_specs",
            "model_size_specs"]
 
 
@@ -255,6 +256,100 @@ def selective_report(logits: torch.Tensor, labels: torch.Tensor, confidence: tor
     for c in coverages:
         out[f"risk@{round(100 * c)}"] = selective_risk(conf, correct, c)
     return out
+
+
+def run_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> dict[str, float]:
+    """Test metrics of one trained model: ``acc``, ``nll``, ``ece`` (``n_bins`` bins), ``aurc`` and ``e_aurc`` (MSP).
+
+    ``x``: inputs ``(N, C, H, W)``; ``y``: labels ``(N,)``. Logits come from :func:`lsutils.predict_logits`.
+
+    >>> m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> sorted(run_scores(m, torch.randn(8, 1, 2, 2), torch.arange(8) % 3))
+    ['acc', 'aurc', 'e_aurc', 'ece', 'nll']
+    """
+    from .metrics import accuracy, expected_calibration_error, nll
+    from .models import predict_logits
+
+    z = predict_logits(model, x)
+    labels = _check_labels(y, z.shape[0], z.shape[1])
+    correct = z.argmax(1) == labels
+    conf = msp_score(z)
+    return {"acc": accuracy(z, labels), "nll": nll(z, labels),
+            "ece": expected_calibration_error(z.double().softmax(1), labels, n_bins=n_bins),
+            "aurc": aurc(conf, correct), "e_aurc": excess_aurc(conf, correct)}
+
+
+def plot_risk_coverage(curves: Mapping[str, tuple[Any, Any]], *, ax: Any = None, max_coverage: float = 1.0,
+                       title: str | None = None) -> Any:
+    """Plot risk–coverage curves, one line per ``label: (confidence (N,), correct (N,))``; returns the Axes.
+
+    The legend gives each curve's AURC; ``max_coverage < 1`` zooms into the low-coverage end, where the
+    most confident predictions are (and where a bad ranking shows first).
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(curves, Mapping) or not curves:
+        raise TypeError("curves must be a non-empty dict {label: (confidence, correct)}")
+    max_coverage = check_probability("max_coverage", max_coverage, low_open=True)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.6))
+    top = 0.0
+    for label, (conf, correct) in curves.items():
+        c = risk_coverage_curve(conf, correct)
+        keep = c["coverage"] <= max_coverage + 1e-12
+        ax.plot(100 * c["coverage"][keep], 100 * c["risk"][keep],
+                label=f"{label} (AURC {1000 * float(c['risk'].mean()):.1f}‰)")
+        top = max(top, float(c["risk"][keep].max()) if keep.any() else 0.0)
+    ax.set_xlabel("coverage (% of test images answered)")
+    ax.set_ylabel("selective risk (% errors among answered)")
+    ax.set_xlim(0, 100 * max_coverage)
+    ax.set_ylim(0, 100 * top * 1.05 + 1e-9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def plot_with_without(rows: Sequence[Mapping[str, Any]], by: str, metric: str, *, ax: Any = None,
+                      scale: float = 1.0, ylabel: str | None = None, title: str | None = None,
+                      epsilon_key: str = "epsilon") -> Any:
+    """Paired bars, without (``ε = 0``) and with label smoothing, for each value of ``by``; mean ± std over rows.
+
+    ``rows``: one dict per run with keys ``by``, ``epsilon_key`` and ``metric``; groups keep their first-seen
+    order; bars are ``scale · mean`` with error bars ``scale · std`` (sample std over the runs of a group).
+    """
+    import matplotlib.pyplot as plt
+
+    from .report import mean_std
+
+    if not rows:
+        raise ValueError("rows is empty; need at least one run")
+    missing = {k for r in rows for k in (by, metric, epsilon_key) if k not in r}
+    if missing:
+        raise ValueError(f"rows lack the keys {sorted(missing)}; keys present: {sorted(rows[0])}")
+    groups = list(dict.fromkeys(r[by] for r in rows))
+    epsilons = sorted({float(r[epsilon_key]) for r in rows})
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) + 1.5), 3.4))
+    width = 0.8 / len(epsilons)
+    for j, eps in enumerate(epsilons):
+        means, stds = [], []
+        for g in groups:
+            vals = [r[metric] for r in rows if r[by] == g and float(r[epsilon_key]) == eps]
+            m, sd = mean_std(vals) if vals else (float("nan"), 0.0)
+            means.append(scale * m)
+            stds.append(scale * sd)
+        pos = np.arange(len(groups)) - 0.4 + width * (j + 0.5)
+        ax.bar(pos, means, width, yerr=stds, capsize=3, label="CE (ε = 0)" if eps == 0 else f"LS ε = {eps:g}")
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels([str(g) for g in groups])
+    ax.set_ylabel(ylabel or metric)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    if title is not None:
+        ax.set_title(title)
+    return ax
 
 
 # --------------------------------------------------------------------------------------------- padded sequences

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import lsutils as ls
-from lsutils.selective import (aurc, chapter8_settings,
-                               excess_aurc, model_size_specs, optimal_aurc, pnorm_logit_score, regularizer_specs,
-                               risk_coverage_curve, select_pnorm, selective_report, selective_risk,
+from lsutils.selective import (aurc, chapter8_settings, excess_aurc, model_size_specs, optimal_aurc,
+                               plot_risk_coverage, plot_with_without, pnorm_logit_score, regularizer_specs,
+                               risk_coverage_curve, run_scores, select_pnorm, selective_report, selective_risk,
                                token_loss_report)
 
 
@@ -138,22 +138,63 @@ def test_select_pnorm_returns_the_argmin_and_msp_baseline():
         select_pnorm(z, y[:10])
 
 
-def test_selective_report_on_a_real_model(fashion_mnist_small):
-    """A small model trained on real Fashion-MNIST: the report agrees with the functions it is made of."""
+@pytest.fixture(scope="module")
+def small_trained(fashion_mnist_small):
+    """A small MLP trained for 2 epochs on real Fashion-MNIST (1,000 images): (model, test split)."""
     ds = fashion_mnist_small
     model = ls.build_model("mlp", 10, 1, width=32)
     ls.fit(model, ds.train.x, ds.train.y, F.cross_entropy, epochs=2, batch_size=100, lr=3e-3, device="cpu",
            progress=False)
-    z = ls.predict_logits(model, ds.test.x)
-    r = selective_report(z, ds.test.y, coverages=(0.5, 1.0))
-    correct = z.argmax(1) == ds.test.y
-    assert r["acc"] == pytest.approx(ls.accuracy(z, ds.test.y))
+    return model, ds.test
+
+
+def test_selective_report_on_a_real_model(small_trained):
+    """The report agrees with the functions it is made of, on a model trained on real data."""
+    model, test = small_trained
+    z = ls.predict_logits(model, test.x)
+    r = selective_report(z, test.y, coverages=(0.5, 1.0))
+    correct = z.argmax(1) == test.y
+    assert r["acc"] == pytest.approx(ls.accuracy(z, test.y))
     assert r["risk@100"] == pytest.approx(1 - r["acc"])
     assert r["aurc"] == pytest.approx(aurc(ls.msp_score(z), correct))
     assert r["e_aurc"] == pytest.approx(r["aurc"] - optimal_aurc(1 - r["acc"], len(correct)))
     # a trained model's confidence ranks its errors better than chance: risk at 50 % coverage < overall risk
     assert r["risk@50"] < r["risk@100"]
     assert 0 <= r["e_aurc"] < r["aurc"]
+
+
+def test_run_scores_on_a_real_model(small_trained):
+    model, test = small_trained
+    r = run_scores(model, test.x, test.y)
+    z = ls.predict_logits(model, test.x)
+    assert r["acc"] == pytest.approx(ls.accuracy(z, test.y)) and r["nll"] == pytest.approx(ls.nll(z, test.y))
+    assert r["ece"] == pytest.approx(ls.expected_calibration_error(z.softmax(1), test.y), abs=1e-6)
+    assert r["aurc"] == pytest.approx(selective_report(z, test.y)["aurc"])
+    with pytest.raises(ValueError):
+        run_scores(model, test.x, test.y[:-1])
+
+
+def test_plots():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [{"row": g, "epsilon": e, "seed": s, "acc": a}
+            for g, e, s, a in [("a", 0.0, 0, 0.8), ("a", 0.0, 1, 0.9), ("a", 0.1, 0, 0.7), ("b", 0.0, 0, 0.6),
+                               ("b", 0.1, 0, 0.5), ("b", 0.1, 1, 0.55)]]
+    ax = plot_with_without(rows, by="row", metric="acc", scale=100)
+    heights = sorted(round(b.get_height(), 6) for b in ax.patches)
+    assert heights == sorted([85.0, 70.0, 60.0, 52.5])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    with pytest.raises(ValueError):
+        plot_with_without([{"row": "a"}], by="row", metric="acc")
+    conf = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    ok = torch.tensor([True, True, False, True])
+    ax = plot_risk_coverage({"x": (conf, ok), "y": (1 - conf, ok)}, max_coverage=0.5)
+    assert len(ax.lines) == 2 and ax.get_xlim() == (0.0, 50.0)
+    with pytest.raises(TypeError):
+        plot_risk_coverage({})
+    plt.close("all")
 
 
 # --------------------------------------------------------------------------------------------- padded sequences
