@@ -38,10 +38,11 @@ import torch.nn.functional as F
 
 from ._validate import check_class_indices, check_finite, check_probability, check_tensor
 from .metrics import msp_score
+from .registry import LossContext, register_loss
 
 __all__ = ["risk_coverage_curve", "aurc", "optimal_aurc", "excess_aurc", "selective_risk",
            "pnorm_logit_score", "select_pnorm", "selective_report", "run_scores", "plot_risk_coverage",
-           "plot_with_without", "token_loss_report", "chapter8_settings", "regularizer_specs",
+           "plot_with_without", "SmoothedDistillationLoss", "token_loss_report", "chapter8_settings", "regularizer_specs",
            "model_size_specs"]
 
 
@@ -411,6 +412,55 @@ def token_loss_report(logits: torch.Tensor, target: torch.Tensor, epsilon: float
     }
 
 
+# --------------------------------------------------------------------------------------------- distillation + LS
+class SmoothedDistillationLoss:
+    """Distillation with a label-smoothed hard-label term: ``β · T² · KL(p_t^T ‖ p_s^T) + (1 − β) · CE_ε(s, y)``.
+
+    ``kd``: a :class:`lsutils.DistillationLoss` with ``beta=1`` (its value is the ``T² · KL`` term);
+    ``beta``: the weight of that term; ``epsilon``: the smoothing of the cross-entropy with the hard labels
+    (PyTorch's convention). With ``ε = 0`` this is exactly the ``"distill"`` loss of :mod:`lsutils.distill`.
+    The trainer loss ``{"name": "distill_ls", "teacher": ..., "temperature": T, "beta": β, "epsilon": ε}``
+    builds it; like ``"distill"`` it wants the batch (``batch.index`` looks the teacher's logits up).
+    """
+
+    wants_batch = True
+
+    def __init__(self, kd: Any, beta: float, epsilon: float) -> None:
+        if not callable(kd) or getattr(kd, "beta", None) != 1.0:
+            raise TypeError("kd must be an lsutils.DistillationLoss built with beta=1.0 (the pure T²·KL term)")
+        self.kd = kd
+        self.beta = check_probability("beta", beta)
+        self.epsilon = check_probability("epsilon", epsilon)
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Trainer hook, passed on to the distillation term."""
+        self.kd.start_epoch(epoch, epochs)
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, batch: Any) -> torch.Tensor:
+        loss = logits.new_zeros(())
+        if self.beta > 0:
+            loss = loss + self.beta * self.kd(logits, target, batch)
+        if self.beta < 1:
+            loss = loss + (1.0 - self.beta) * F.cross_entropy(logits, target, label_smoothing=self.epsilon)
+        return loss
+
+
+@register_loss("distill_ls")
+def _distill_ls_factory(teacher: Mapping[str, Any], temperature: float, beta: float, epsilon: float,
+                        context: LossContext | None = None) -> SmoothedDistillationLoss:
+    """``{"name": "distill_ls", "teacher": RunSpec.to_dict(), "temperature": T, "beta": β, "epsilon": ε}``."""
+    from .distill import DistillationLoss
+    from .train import RunSpec
+
+    if not isinstance(teacher, Mapping):
+        raise TypeError(f"teacher must be a RunSpec as a dict (RunSpec.to_dict()), got {type(teacher).__name__}")
+    if context is None or context.load_model is None or context.train_x is None:
+        raise ValueError("the 'distill_ls' loss needs a LossContext with train_x and load_model (the trainer "
+                         "provides one: train it through lsutils.train_model)")
+    model = context.load_model(RunSpec.from_dict(teacher))
+    return SmoothedDistillationLoss(DistillationLoss(model, context.train_x, temperature, beta=1.0), beta, epsilon)
+
+
 # --------------------------------------------------------------------------------------------- chapter 8 specs
 def chapter8_settings(profile: Any) -> dict[str, Any]:
     """The sizes of chapter 8's experiments, derived from a :class:`~lsutils.config.Profile`.
@@ -448,9 +498,12 @@ def regularizer_specs(profile: Any, seed: int, epsilon: float, *, distill: bool 
     * ``"weight decay"``: the profile's own spec (``weight_decay`` = the profile's; the model chapter 3 caches);
     * ``"dropout"``: ``weight_decay=0``, ``dropout`` = :func:`chapter8_settings`'s;
     * ``"augmentation"``: ``weight_decay=0``, ``augment=True`` (random crop with 4-pixel padding + flip);
-    * ``"distillation"`` (when the trainer knows the loss ``"distill"``, or ``distill=True``): ``weight_decay=0``,
-      loss ``{"name": "distill", "teacher": <the profile's CE spec, same seed>, "temperature": T, "beta": β,
-      "epsilon": ε}`` — the student's hard-label term is smoothed with ``ε`` (omitted for ε = 0).
+    * ``"distillation"`` (when the trainer knows the loss ``"distill"`` of :mod:`lsutils.distill`, or
+      ``distill=True``): ``weight_decay=0``, the teacher is the profile's CE model of the same seed
+      (``RunSpec.from_profile(profile, loss={"name": "ce"}, seed=seed)``, cached), and the loss is
+      ``{"name": "distill", "teacher": ..., "temperature": T, "beta": β}`` for ``ε = 0``, or
+      ``{"name": "distill_ls", ..., "epsilon": ε}`` (:class:`SmoothedDistillationLoss`: the student's hard-label
+      term smoothed with ``ε``) otherwise.
 
     >>> from lsutils.config import get_profile
     >>> specs = regularizer_specs(get_profile("smoke"), 0, 0.1, distill=False)
@@ -474,7 +527,7 @@ def regularizer_specs(profile: Any, seed: int, epsilon: float, *, distill: bool 
         dloss: dict[str, Any] = {"name": "distill", "teacher": teacher.to_dict(),
                                  "temperature": s["distill_temperature"], "beta": s["distill_beta"]}
         if epsilon > 0:
-            dloss["epsilon"] = epsilon
+            dloss.update(name="distill_ls", epsilon=epsilon)
         specs["distillation"] = RunSpec.from_profile(profile, loss=dloss, seed=seed, weight_decay=0.0)
     return specs
 

@@ -279,9 +279,9 @@ def test_regularizer_rows_change_only_what_they_say(eps):
     assert specs["augmentation"].augment and specs["augmentation"].weight_decay == 0.0
     d = specs["distillation"]
     loss = d.loss_spec()
-    assert d.weight_decay == 0.0 and loss["name"] == "distill"
+    assert d.weight_decay == 0.0 and loss["name"] == ("distill_ls" if eps > 0 else "distill")
     assert ls.RunSpec.from_dict(loss["teacher"]) == ls.RunSpec.from_profile(p, loss={"name": "ce"}, seed=1)
-    assert ("epsilon" in loss) == (eps > 0)
+    assert loss.get("epsilon", 0.0) == eps
     assert len({s.key() for s in specs.values()}) == len(specs)
     assert "distillation" not in regularizer_specs(p, 1, eps, distill=False)
 
@@ -293,3 +293,45 @@ def test_model_size_specs():
     assert m["tiny"].width == chapter8_settings(p)["tiny_width"] and m["tiny"].model == p.model
     with pytest.raises(ValueError):
         model_size_specs(p, 0, -0.1)
+
+
+# --------------------------------------------------------------------------------------------- distillation + LS
+def test_distill_ls_loss_is_distill_plus_smoothed_ce():
+    from lsutils.train import Batch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 1, 2, 2, generator=g)
+    y = torch.randint(0, 3, (16,), generator=g)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    tspec = ls.RunSpec.from_profile(ls.get_profile("smoke"), loss={"name": "ce"}, seed=0).to_dict()
+    ctx = ls.LossContext(train_x=x, train_y=y, device=torch.device("cpu"), load_model=lambda spec: teacher)
+    s_logits = torch.randn(8, 3, generator=g)
+    batch = Batch(x[:8], torch.arange(8))
+    t_logits = teacher(x[:8]).detach()
+    for eps, beta in [(0.0, 0.5), (0.1, 0.5), (0.2, 0.0), (0.3, 1.0)]:
+        loss = ls.build_loss({"name": "distill_ls", "teacher": tspec, "temperature": 4.0, "beta": beta,
+                              "epsilon": eps}, ctx)
+        assert loss.wants_batch
+        expected = beta * ls.distillation_loss(s_logits, t_logits, None, 4.0, 1.0) \
+            + (1 - beta) * F.cross_entropy(s_logits, y[:8], label_smoothing=eps)
+        torch.testing.assert_close(loss(s_logits, y[:8], batch), expected)
+        if eps == 0.0:   # identical to chapter 5's "distill" loss
+            plain = ls.build_loss({"name": "distill", "teacher": tspec, "temperature": 4.0, "beta": beta}, ctx)
+            torch.testing.assert_close(loss(s_logits, y[:8], batch), plain(s_logits, y[:8], batch))
+    with pytest.raises(ValueError):
+        ls.build_loss({"name": "distill_ls", "teacher": tspec, "temperature": 4.0, "beta": 0.5, "epsilon": 0.1})
+    with pytest.raises(ValueError):
+        ls.build_loss({"name": "distill_ls", "teacher": tspec, "temperature": 4.0, "beta": 0.5, "epsilon": 1.5}, ctx)
+
+
+def test_distill_ls_trains_through_the_cached_trainer(tmp_data_root, fake_fashion_mnist_debian):
+    """A student with the 'distill_ls' loss trains end to end (teacher from the cache, tiny fake data)."""
+    base = dict(dataset="fashion_mnist", n_train=200, n_val=50, data_seed=0, model="mlp", width=8, epochs=2,
+                batch_size=25, lr=3e-3, weight_decay=0.0, augment=False, seed=0)
+    teacher = ls.RunSpec(loss={"name": "ce"}, **base)
+    student = ls.RunSpec(loss={"name": "distill_ls", "teacher": teacher.to_dict(), "temperature": 2.0,
+                               "beta": 0.5, "epsilon": 0.1}, **base)
+    run = ls.train_model(student, progress=False)
+    assert not run.from_cache and len(run.history["train_loss"]) == 2
+    assert math.isfinite(run.history["train_loss"][0])
+    assert ls.train_model(student, progress=False).from_cache
