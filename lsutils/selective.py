@@ -42,7 +42,8 @@ from .registry import LossContext, register_loss
 
 __all__ = ["risk_coverage_curve", "aurc", "optimal_aurc", "excess_aurc", "selective_risk",
            "pnorm_logit_score", "select_pnorm", "selective_report", "run_scores", "plot_risk_coverage",
-           "plot_with_without", "SmoothedDistillationLoss", "token_loss_report", "chapter8_settings", "regularizer_specs",
+           "plot_with_without", "ls_differences", "with_without_table", "compare_confidences",
+           "SmoothedDistillationLoss", "token_loss_report", "chapter8_settings", "regularizer_specs",
            "model_size_specs"]
 
 
@@ -312,45 +313,134 @@ def plot_risk_coverage(curves: Mapping[str, tuple[Any, Any]], *, ax: Any = None,
     return ax
 
 
+def _groups_and_epsilons(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], epsilon_key: str):
+    if not rows:
+        raise ValueError("rows is empty; need at least one run")
+    missing = {k for r in rows for k in list(keys) + [epsilon_key] if k not in r}
+    if missing:
+        raise ValueError(f"rows lack the keys {sorted(missing)}; keys present: {sorted(rows[0])}")
+    return list(dict.fromkeys(r[keys[0]] for r in rows)), sorted({float(r[epsilon_key]) for r in rows})
+
+
 def plot_with_without(rows: Sequence[Mapping[str, Any]], by: str, metric: str, *, ax: Any = None,
                       scale: float = 1.0, ylabel: str | None = None, title: str | None = None,
                       epsilon_key: str = "epsilon") -> Any:
-    """Paired bars, without (``ε = 0``) and with label smoothing, for each value of ``by``; mean ± std over rows.
+    """Without (``ε = 0``) and with label smoothing, side by side for each value of ``by``: mean ± std over runs.
 
     ``rows``: one dict per run with keys ``by``, ``epsilon_key`` and ``metric``; groups keep their first-seen
-    order; bars are ``scale · mean`` with error bars ``scale · std`` (sample std over the runs of a group).
+    order. Each marker is ``scale · mean`` with an error bar of ``scale · std`` (sample std over the runs of
+    the group); the small dots are the single runs. Markers, not bars: the differences of interest are a
+    fraction of a point, which bars starting at 0 would hide. Returns the Axes.
     """
     import matplotlib.pyplot as plt
 
     from .report import mean_std
 
-    if not rows:
-        raise ValueError("rows is empty; need at least one run")
-    missing = {k for r in rows for k in (by, metric, epsilon_key) if k not in r}
-    if missing:
-        raise ValueError(f"rows lack the keys {sorted(missing)}; keys present: {sorted(rows[0])}")
-    groups = list(dict.fromkeys(r[by] for r in rows))
-    epsilons = sorted({float(r[epsilon_key]) for r in rows})
+    groups, epsilons = _groups_and_epsilons(rows, [by, metric], epsilon_key)
     if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) + 1.5), 3.4))
-    width = 0.8 / len(epsilons)
+        _, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(groups) + 1.5), 3.4))
+    offsets = np.linspace(-0.15, 0.15, len(epsilons)) if len(epsilons) > 1 else np.zeros(1)
     for j, eps in enumerate(epsilons):
-        means, stds = [], []
-        for g in groups:
-            vals = [r[metric] for r in rows if r[by] == g and float(r[epsilon_key]) == eps]
-            m, sd = mean_std(vals) if vals else (float("nan"), 0.0)
-            means.append(scale * m)
-            stds.append(scale * sd)
-        pos = np.arange(len(groups)) - 0.4 + width * (j + 0.5)
-        ax.bar(pos, means, width, yerr=stds, capsize=3, label="CE (ε = 0)" if eps == 0 else f"LS ε = {eps:g}")
+        label = "CE (ε = 0)" if eps == 0 else f"LS (ε = {eps:g})"
+        xs, means, stds = [], [], []
+        for i, g in enumerate(groups):
+            vals = [scale * float(r[metric]) for r in rows if r[by] == g and float(r[epsilon_key]) == eps]
+            if not vals:
+                continue
+            m, sd = mean_std(vals)
+            xs.append(i + offsets[j])
+            means.append(m)
+            stds.append(sd)
+            ax.plot([i + offsets[j]] * len(vals), vals, ".", color=f"C{j}", alpha=0.35, ms=4)
+        ax.errorbar(xs, means, yerr=stds, fmt="o", color=f"C{j}", capsize=4, label=label)
     ax.set_xticks(np.arange(len(groups)))
     ax.set_xticklabels([str(g) for g in groups])
+    ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_ylabel(ylabel or metric)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small")
     if title is not None:
         ax.set_title(title)
     return ax
+
+
+def ls_differences(rows: Sequence[Mapping[str, Any]], by: str, group: Any, metric: str, *,
+                   epsilon_key: str = "epsilon", seed_key: str = "seed") -> list[float]:
+    """Per seed: ``metric`` of the label-smoothed run minus that of the CE run (``ε = 0``), both in group ``group``.
+
+    ``rows`` must hold, for that group, one run with ``ε = 0`` and one with a single ``ε > 0`` per seed.
+    Returns the differences in seed order (the paired comparison: seed noise shared by both runs cancels).
+
+    >>> rows = [{"g": "a", "epsilon": e, "seed": s, "acc": v}
+    ...         for e, s, v in [(0.0, 0, 0.80), (0.1, 0, 0.83), (0.0, 1, 0.90), (0.1, 1, 0.89)]]
+    >>> [round(d, 2) for d in ls_differences(rows, "g", "a", "acc")]
+    [0.03, -0.01]
+    """
+    _groups_and_epsilons(rows, [by, metric, seed_key], epsilon_key)
+    mine = [r for r in rows if r[by] == group]
+    if not mine:
+        raise ValueError(f"no rows with {by} == {group!r}")
+    ce = {r[seed_key]: float(r[metric]) for r in mine if float(r[epsilon_key]) == 0.0}
+    ls_rows = [r for r in mine if float(r[epsilon_key]) > 0.0]
+    if len({float(r[epsilon_key]) for r in ls_rows}) != 1:
+        raise ValueError(f"group {group!r} must hold exactly one ε > 0, got {sorted({r[epsilon_key] for r in ls_rows})}")
+    ls_ = {r[seed_key]: float(r[metric]) for r in ls_rows}
+    seeds = sorted(set(ce) & set(ls_))
+    if not seeds:
+        raise ValueError(f"group {group!r} has no seed with both a CE and an LS run")
+    return [ls_[s] - ce[s] for s in seeds]
+
+
+def with_without_table(rows: Sequence[Mapping[str, Any]], by: str, metrics: Sequence[str], *,
+                       scale: Mapping[str, float] | None = None, digits: int = 2, epsilon_key: str = "epsilon",
+                       seed_key: str = "seed"):
+    """A ``pandas.DataFrame``: one row per ``by`` group; for each metric, CE, LS and the paired difference LS − CE.
+
+    Cells are ``"mean ± std"`` over seeds (metric times ``scale[metric]``); the columns are a MultiIndex
+    ``(metric, "CE" | "LS" | "LS − CE")``.
+    """
+    import pandas as pd
+
+    from .report import fmt_mean_std
+
+    if isinstance(metrics, str):
+        raise TypeError("metrics must be a sequence of names, e.g. ['acc', 'ece']")
+    groups, epsilons = _groups_and_epsilons(rows, [by, *metrics, seed_key], epsilon_key)
+    scale = dict(scale or {})
+    data: dict[tuple[str, str], list[str]] = {}
+    for m in metrics:
+        f = scale.get(m, 1.0)
+        for name, pick in (("CE", lambda e: e == 0.0), ("LS", lambda e: e > 0.0)):
+            data[(m, name)] = [fmt_mean_std([r[m] for r in rows if r[by] == g and pick(float(r[epsilon_key]))],
+                                            digits=digits, scale=f) for g in groups]
+        data[(m, "LS − CE")] = [fmt_mean_std(ls_differences(rows, by, g, m, epsilon_key=epsilon_key,
+                                                            seed_key=seed_key), digits=digits, scale=f)
+                                for g in groups]
+    table = pd.DataFrame(data, index=pd.Index(groups, name=by))
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+def compare_confidences(model: torch.nn.Module, val: Any, test: Any, *, ps: Iterable[float] = tuple(range(1, 10)),
+                        coverages: Sequence[float] = (0.8,)) -> dict[str, Any]:
+    """Selective classification of one model with two confidences: the MSP and MaxLogit-pNorm.
+
+    ``p`` is chosen on ``val`` (a split with ``.x``, ``.y``) by :func:`select_pnorm`; both scores are then
+    evaluated on ``test``. Returns ``{"p": p, "rows": [one :func:`selective_report` dict per score, with key
+    "confidence"], "scores": {name: (confidence (N,), correct (N,))}}`` (for :func:`plot_risk_coverage`).
+    """
+    from .models import predict_logits
+
+    for name, split in (("val", val), ("test", test)):
+        if not (hasattr(split, "x") and hasattr(split, "y")):
+            raise TypeError(f"{name} must be a split with .x and .y (e.g. data.val), got {type(split).__name__}")
+    z_val, z_test = predict_logits(model, val.x), predict_logits(model, test.x)
+    fit = select_pnorm(z_val, val.y, ps)
+    correct = z_test.argmax(1) == test.y
+    scores = {"MSP": msp_score(z_test), "MaxLogit-pNorm": pnorm_logit_score(z_test, fit["p"])}
+    rows = [{"confidence": name, "p": fit["p"] if name != "MSP" else None,
+             **selective_report(z_test, test.y, conf, coverages)} for name, conf in scores.items()]
+    return {"p": fit["p"], "rows": rows, "scores": {k: (v, correct) for k, v in scores.items()}}
 
 
 # --------------------------------------------------------------------------------------------- padded sequences

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import lsutils as ls
-from lsutils.selective import (aurc, chapter8_settings, excess_aurc, model_size_specs, optimal_aurc,
+from lsutils.selective import (aurc, chapter8_settings, compare_confidences, excess_aurc, ls_differences,
+                               model_size_specs, optimal_aurc, with_without_table,
                                plot_risk_coverage, plot_with_without, pnorm_logit_score, regularizer_specs,
                                risk_coverage_curve, run_scores, select_pnorm, selective_report, selective_risk,
                                token_loss_report)
@@ -174,6 +175,39 @@ def test_run_scores_on_a_real_model(small_trained):
         run_scores(model, test.x, test.y[:-1])
 
 
+def test_compare_confidences_on_a_real_model(small_trained, fashion_mnist_small):
+    model, test = small_trained
+    out = compare_confidences(model, fashion_mnist_small.val, test, ps=(1, 2, 4), coverages=(0.5,))
+    z_val = ls.predict_logits(model, fashion_mnist_small.val.x)
+    assert out["p"] == select_pnorm(z_val, fashion_mnist_small.val.y, ps=(1, 2, 4))["p"]
+    names = [r["confidence"] for r in out["rows"]]
+    assert names == ["MSP", "MaxLogit-pNorm"] and set(out["scores"]) == set(names)
+    z = ls.predict_logits(model, test.x)
+    norm = out["rows"][1]
+    assert norm["aurc"] == pytest.approx(aurc(pnorm_logit_score(z, out["p"]), z.argmax(1) == test.y))
+    assert out["rows"][0]["acc"] == norm["acc"]                 # same predictions, another ranking
+    with pytest.raises(TypeError):
+        compare_confidences(model, (test.x, test.y), test)
+
+
+def test_differences_and_table():
+    rows = [{"row": g, "epsilon": e, "seed": s, "acc": a, "ece": c}
+            for g, e, s, a, c in [("a", 0.0, 0, 0.8, 0.1), ("a", 0.0, 1, 0.9, 0.2), ("a", 0.1, 0, 0.7, 0.1),
+                                  ("a", 0.1, 1, 0.95, 0.3), ("b", 0.0, 0, 0.6, 0.0), ("b", 0.1, 0, 0.5, 0.0)]]
+    assert ls_differences(rows, "row", "a", "acc") == pytest.approx([-0.1, 0.05])
+    assert ls_differences(rows, "row", "b", "acc") == pytest.approx([-0.1])
+    t = with_without_table(rows, "row", ["acc", "ece"], scale={"acc": 100}, digits=1)
+    assert list(t.index) == ["a", "b"]
+    assert t.loc["a", ("acc", "CE")] == "85.0 ± 7.1" and t.loc["a", ("acc", "LS − CE")] == "-2.5 ± 10.6"
+    assert t.loc["b", ("ece", "LS")] == "0.0 ± 0.0"
+    with pytest.raises(ValueError):
+        ls_differences(rows, "row", "zzz", "acc")
+    with pytest.raises(ValueError):
+        ls_differences(rows + [{"row": "b", "epsilon": 0.2, "seed": 0, "acc": 0.1, "ece": 0.0}], "row", "b", "acc")
+    with pytest.raises(ValueError):
+        with_without_table([{"row": "a"}], "row", ["acc"])
+
+
 def test_plots():
     import matplotlib
     matplotlib.use("Agg")
@@ -183,9 +217,10 @@ def test_plots():
             for g, e, s, a in [("a", 0.0, 0, 0.8), ("a", 0.0, 1, 0.9), ("a", 0.1, 0, 0.7), ("b", 0.0, 0, 0.6),
                                ("b", 0.1, 0, 0.5), ("b", 0.1, 1, 0.55)]]
     ax = plot_with_without(rows, by="row", metric="acc", scale=100)
-    heights = sorted(round(b.get_height(), 6) for b in ax.patches)
-    assert heights == sorted([85.0, 70.0, 60.0, 52.5])
+    means = sorted(round(float(y), 6) for c in ax.containers for y in c.lines[0].get_ydata())
+    assert means == sorted([85.0, 70.0, 60.0, 52.5])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["CE (ε = 0)", "LS (ε = 0.1)"]
     with pytest.raises(ValueError):
         plot_with_without([{"row": "a"}], by="row", metric="acc")
     conf = torch.tensor([0.9, 0.8, 0.7, 0.6])
