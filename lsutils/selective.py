@@ -556,7 +556,8 @@ def chapter8_settings(profile: Any) -> dict[str, Any]:
     """The sizes of chapter 8's experiments, derived from a :class:`~lsutils.config.Profile`.
 
     * ``seeds``: the profile's first two seeds (two seeds × ~20 new models fit the chapter's budget);
-    * ``epsilon``: 0.1, the smoothing of the CE/LS models chapter 3 caches;
+    * ``epsilon``: 0.1, the smoothing of the CE/LS models chapter 3 caches; ``epsilon_strong``: 0.3, the
+      strongest smoothing of chapter 5's teachers (also cached), for the selective-classification comparison;
     * ``dropout``: 0.3 (between the penultimate layer and the classifier);
     * ``weight_decay``: the profile's own (AdamW, decoupled); the other rows use 0;
     * ``tiny_width``: the small model of the model-size comparison (the profile's model at width 2,
@@ -572,7 +573,7 @@ def chapter8_settings(profile: Any) -> dict[str, Any]:
     for attr in ("seeds", "weight_decay", "model", "width"):
         if not hasattr(profile, attr):
             raise TypeError(f"profile must be an lsutils Profile (from get_profile()), got {type(profile).__name__}")
-    return {"seeds": tuple(profile.seeds[:2]), "epsilon": 0.1, "dropout": 0.3,
+    return {"seeds": tuple(profile.seeds[:2]), "epsilon": 0.1, "epsilon_strong": 0.3, "dropout": 0.3,
             "weight_decay": float(profile.weight_decay), "tiny_width": 2 if profile.model == "cnn" else 4,
             "distill_temperature": 4.0, "distill_beta": 0.5, "pnorm_grid": tuple(range(1, 10)), "coverage": 0.8}
 
