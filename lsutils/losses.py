@@ -304,7 +304,12 @@ def numeric_logit_gap(num_classes: int, alpha: float, steps: int = 200, seed: in
         loss.backward()
         return loss
 
-    opt.step(closure)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)          # a K-vector: extra intra-op threads only add overhead
+    try:
+        opt.step(closure)
+    finally:
+        torch.set_num_threads(threads)
     z = z.detach()[0]
     return float(z[0] - z[1:].mean())
 
