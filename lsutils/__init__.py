@@ -25,3 +25,4 @@ from .train import *  # noqa: F401,F403
 from .report import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403
 # chapter modules (one line each; keep this marker last)
+from .geometry import *  # noqa: F401,F403
