@@ -33,7 +33,8 @@ Two trainer losses (see :mod:`lsutils.registry` for the protocol):
 Helpers for the chapter: :func:`epsilon_at` (the schedules as a function), :func:`class_soft_targets`
 (the OLS update as a function), :func:`practice_settings` (the chapter's sizes from a profile),
 :func:`random_search_configs` / :func:`select_best` (tuning), :func:`score_runs` (accuracy and
-calibration of trained runs on validation and test) and :func:`plot_mean_std`.
+calibration of trained runs on validation and test), :func:`noisy_label_fit` (how much of the label
+noise a model memorised) and :func:`plot_mean_std`.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from .registry import LossContext, register_loss
 
 __all__ = ["SCHEDULES", "epsilon_at", "ScheduledSmoothingLoss", "OnlineLabelSmoothingLoss", "class_soft_targets",
            "schedule_spec", "online_ls_spec", "describe_loss", "practice_settings", "random_search_configs",
-           "select_best", "score_runs", "plot_mean_std"]
+           "select_best", "score_runs", "noisy_label_fit", "plot_mean_std"]
 
 SCHEDULES = ("constant", "linear", "cosine")
 _GRANULARITIES = ("step", "epoch")
@@ -366,14 +367,17 @@ def practice_settings(profile: Any) -> dict[str, Any]:
     * ``noise_epsilons``: ``(0.0, 0.1, 0.3)`` (CE, the usual ε, a large one);
     * ``schedule_epsilon``: ``0.1``, the start of the annealed schedules; ``schedules``: ``("linear", "cosine")``;
     * ``ols_alpha``: ``0.5`` (Zhang et al.'s value);
-    * ``grid_epsilons``: ``(0.0, 0.05, 0.1, 0.2, 0.3)``, the ε sweep of the calibration chapter (cached);
-    * ``search_budget``: runs per search (the size of that grid, 5); ``search_seed``: the seed of the random draws;
+    * ``curve_epsilons``: ``(0.0, 0.05, 0.1, 0.2, 0.3)``, the ε sweep of the calibration chapter (cached), for
+      the validation curve;
+    * ``grid_epsilons``: ``(0.0, 0.1, 0.2, 0.3)``, the grid search (4 of those cached models, seed ``seeds[0]``);
+    * ``search_budget``: runs per search (the size of that grid, 4: each new run costs ≈ 8 s in the ``cpu``
+      profile, and the chapter's budget allows about 20); ``search_seed``: the seed of the random draws;
     * ``epsilon_range`` ``(0.01, 0.4)`` and ``lr_range`` ``(lr/3, 3·lr)``: where random search draws, log-uniformly.
 
     >>> from lsutils.config import get_profile
     >>> s = practice_settings(get_profile("cpu"))
     >>> s["seeds"], s["noise"], s["search_budget"]
-    ((0, 1), (0.0, 0.2, 0.4), 5)
+    ((0, 1), (0.0, 0.2, 0.4), 4)
     """
     for attr in ("seeds", "lr"):
         if not hasattr(profile, attr):
@@ -381,11 +385,12 @@ def practice_settings(profile: Any) -> dict[str, Any]:
     seeds = tuple(profile.seeds[:2])
     if len(seeds) < 2:
         raise ValueError(f"the profile needs at least two seeds for mean ± std, got {profile.seeds}")
-    grid = (0.0, 0.05, 0.1, 0.2, 0.3)
+    grid = (0.0, 0.1, 0.2, 0.3)
     lr = float(profile.lr)
     return {"seeds": seeds, "noise": (0.0, 0.2, 0.4), "noise_epsilons": (0.0, 0.1, 0.3),
             "schedule_epsilon": 0.1, "schedules": ("linear", "cosine"), "ols_alpha": 0.5,
-            "grid_epsilons": grid, "search_budget": len(grid), "search_seed": 0,
+            "curve_epsilons": (0.0, 0.05, 0.1, 0.2, 0.3), "grid_epsilons": grid, "search_budget": len(grid),
+            "search_seed": 0,
             "epsilon_range": (0.01, 0.4), "lr_range": (lr / 3.0, lr * 3.0)}
 
 
@@ -502,12 +507,48 @@ def score_runs(runs: Iterable[Any], data: Any, *, n_bins: int = 15, splits: Sequ
     return rows
 
 
+def noisy_label_fit(run: Any, data: Any) -> dict[str, float]:
+    """How much of the label noise a trained model has *memorised*, on its own training set.
+
+    The noisy labels are rebuilt exactly as the trainer made them (:func:`~lsutils.train.add_label_noise`
+    with the spec's ``label_noise`` and ``data_seed``). Among the flipped training examples, returns
+    the fraction the model predicts as the **noisy** label (memorised) and as the **clean** label
+    (the true class, despite the wrong label), plus ``n_flipped``; on the unflipped ones,
+    ``clean_train_acc``. ``data`` must be the dataset the run was trained on (same sizes, data seed).
+    A run without label noise gives ``n_flipped = 0`` and NaN fractions.
+    """
+    from .models import predict_logits
+    from .train import add_label_noise
+
+    if not (hasattr(run, "model") and hasattr(run, "spec")):
+        raise TypeError(f"run must be a TrainedRun (from train_model), got {type(run).__name__}")
+    spec = run.spec
+    if not hasattr(data, "train"):
+        raise TypeError(f"data must be an lsutils ImageDataset, got {type(data).__name__}")
+    y = data.train.y
+    if spec.n_train is not None and len(y) != spec.n_train:
+        raise ValueError(f"data.train has {len(y)} examples but the run was trained on n_train={spec.n_train}; "
+                         f"pass the dataset of the run's profile and data seed ({spec.data_seed})")
+    k = int(data.num_classes)
+    noisy = add_label_noise(y, k, spec.label_noise, seed=spec.data_seed)
+    pred = predict_logits(run.model, data.train.x).argmax(1)
+    flipped = noisy != y
+    n = int(flipped.sum())
+    clean_acc = float((pred[~flipped] == y[~flipped]).float().mean())
+    if n == 0:
+        return {"n_flipped": 0, "fits_noisy": float("nan"), "fits_clean": float("nan"), "clean_train_acc": clean_acc}
+    return {"n_flipped": n, "fits_noisy": float((pred[flipped] == noisy[flipped]).float().mean()),
+            "fits_clean": float((pred[flipped] == y[flipped]).float().mean()), "clean_train_acc": clean_acc}
+
+
 def plot_mean_std(rows: Sequence[Mapping[str, Any]], x: str, y: str, *, by: str | None = None, ax: Any = None,
                   scale: float = 1.0, label_fmt: Callable[[Any], str] = str, marker: str = "o") -> Any:
     """Plot ``mean ± std`` (error bars over the rows sharing ``x`` and ``by``) of ``y`` against ``x``, one line per ``by``.
 
     ``scale`` multiplies ``y`` (e.g. 100 for percent); ``label_fmt`` turns a ``by`` value into its legend
-    label. Returns the matplotlib ``Axes`` (labels and title are left to the caller).
+    label. Numeric ``x`` values are plotted at their value; other values (e.g. method names) at
+    0, 1, 2, ... in order of first appearance, with the values as tick labels. Returns the
+    matplotlib ``Axes`` (axis labels and title are the caller's; they default to ``x`` and ``y``).
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -520,14 +561,22 @@ def plot_mean_std(rows: Sequence[Mapping[str, Any]], x: str, y: str, *, by: str 
         raise ValueError(f"rows lack the keys {missing}; keys present: {sorted(rows[0])}")
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
+    numeric = all(isinstance(r[x], (int, float)) and not isinstance(r[x], bool) for r in rows)
+    order: dict[Any, int] = {}
+    for r in rows:
+        order.setdefault(r[x], len(order))
     groups: dict[Any, dict[Any, list[float]]] = {}
     for r in rows:
         groups.setdefault(r[by] if by is not None else None, {}).setdefault(r[x], []).append(float(r[y]) * scale)
     for g, points in groups.items():
-        xs = sorted(points)
+        xs = sorted(points) if numeric else sorted(points, key=order.__getitem__)
+        pos = [float(v) for v in xs] if numeric else [order[v] for v in xs]
         means = np.array([np.mean(points[v]) for v in xs])
         stds = np.array([np.std(points[v], ddof=1) if len(points[v]) > 1 else 0.0 for v in xs])
-        ax.errorbar(xs, means, yerr=stds, marker=marker, capsize=3, label=None if g is None else label_fmt(g))
+        ax.errorbar(pos, means, yerr=stds, marker=marker, capsize=3, label=None if g is None else label_fmt(g))
+    if not numeric:
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([str(v) for v in order])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     if by is not None:

@@ -14,7 +14,8 @@ import lsutils as ls  # noqa: E402
 from lsutils.registry import LossContext, build_loss  # noqa: E402
 from lsutils.schedules import (OnlineLabelSmoothingLoss, ScheduledSmoothingLoss, class_soft_targets,  # noqa: E402
                                describe_loss, epsilon_at, online_ls_spec, plot_mean_std, practice_settings,
-                               random_search_configs, schedule_spec, score_runs, select_best)
+                               noisy_label_fit, random_search_configs, schedule_spec, score_runs,
+                               select_best)
 
 
 # --------------------------------------------------------------------------------------------- epsilon_at
@@ -300,6 +301,20 @@ def test_score_runs_on_real_data(fashion_mnist_small, tmp_data_root):
         assert row["val_acc"] == pytest.approx(run.history["val_acc"][-1], abs=1e-6)
     # 40 % noisy labels cost accuracy on the clean test set
     assert rows[1]["test_acc"] < rows[0]["test_acc"]
+    # memorisation of the flipped labels, rebuilt exactly as the trainer made them
+    fit = noisy_label_fit(runs[1], ds)
+    assert fit["n_flipped"] == 400
+    assert 0 <= fit["fits_noisy"] and 0 <= fit["fits_clean"] and fit["fits_noisy"] + fit["fits_clean"] <= 1
+    assert fit["fits_clean"] > fit["fits_noisy"]  # 2 epochs: the model mostly predicts the true class
+    clean = noisy_label_fit(runs[0], ds)
+    assert clean["n_flipped"] == 0 and math.isnan(clean["fits_noisy"]) and 0.5 < clean["clean_train_acc"] <= 1
+    from types import SimpleNamespace
+
+    small = SimpleNamespace(train=SimpleNamespace(x=ds.train.x[:10], y=ds.train.y[:10]), num_classes=10)
+    with pytest.raises(ValueError, match="n_train=1000"):
+        noisy_label_fit(runs[1], small)
+    with pytest.raises(TypeError, match="ImageDataset"):
+        noisy_label_fit(runs[0], object())
     with pytest.raises(ValueError, match="splits entry"):
         score_runs(runs, ds, splits=("dev",))
     with pytest.raises(TypeError, match="TrainedRun"):
@@ -314,3 +329,9 @@ def test_plot_mean_std():
     assert ax.get_legend() is not None
     with pytest.raises(ValueError, match="lack the keys"):
         plot_mean_std(rows, "eps", "ece")
+    # categorical x: methods at 0, 1, ... in order of appearance, named on the axis
+    cat = [{"method": m, "acc": a} for m, a in [("CE", 0.8), ("LS", 0.85), ("CE", 0.82), ("OLS", 0.84)]]
+    ax = plot_mean_std(cat, "method", "acc")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CE", "LS", "OLS"]
+    x, y = ax.lines[0].get_data()
+    assert list(x) == [0, 1, 2] and y[0] == pytest.approx(0.81)
