@@ -26,3 +26,4 @@ from .report import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403
 # chapter modules (one line each; keep this marker last)
 from .geometry import *  # noqa: F401,F403
+from .schedules import *  # noqa: F401,F403
