@@ -1,0 +1,761 @@
+"""Knowledge distillation, and the tools to see what a label-smoothed teacher has (not) got to teach.
+
+The loss (Hinton et al. 2015). With student logits ``s``, teacher logits ``t``, temperature ``T`` and
+softened distributions ``p_t = softmax(t / T)``, ``p_s = softmax(s / T)``, one example costs
+
+    β · T² · KL(p_t ‖ p_s)  +  (1 − β) · CE(s, y),
+
+averaged over the batch. ``β = 1`` trains on the teacher's soft targets only (as Müller et al. 2019
+do in their distillation experiments); the factor ``T²`` keeps the size of the soft-target gradients
+roughly independent of ``T`` (they shrink as ``1/T²`` otherwise). :func:`distillation_loss` is that
+formula; the trainer loss ``"distill"`` (registered here) uses it with a cached teacher::
+
+    {"name": "distill", "teacher": teacher_spec.to_dict(), "temperature": 4.0, "beta": 1.0}
+
+Why an LS teacher can be a worse teacher, measured (Müller et al. 2019, §4):
+
+* :func:`class_similarity_matrix` — ``(K, K)``: the teacher's mean softmax over all classes for the
+  examples of each true class (the "dark knowledge" about which classes resemble which).
+* :func:`nontarget_divergence` — per example, the KL divergence of the teacher's distribution over
+  the *wrong* classes from uniform: 0 means the wrong classes are indistinguishable to it.
+* :func:`logit_gap_statistics` — the spread of ``z_a − z_b`` within each of two classes.
+* :func:`logit_difference_views` + :func:`gaussian_mutual_information` — Müller et al.'s estimate of
+  the mutual information between the index of a training example and the logit difference of two
+  classes, under a Gaussian approximation, using ``L`` augmented views of ``N`` images.
+
+The chapter's experiment (:func:`chapter_settings`, :func:`distillation_specs`,
+:func:`run_distillation`) and its plots (:func:`plot_student_heatmap`, :func:`plot_student_vs_temperature`,
+:func:`plot_similarity_matrices`, :func:`plot_logit_gaps`) live here too, so the notebook stays thin.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from collections import OrderedDict
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._validate import check_class_indices, check_finite, check_probability, check_tensor
+from .registry import LossContext, register_loss, smoothing_spec
+
+__all__ = [
+    "distillation_loss", "DistillationLoss", "chapter_settings", "teacher_spec", "student_spec",
+    "distillation_specs", "run_distillation", "student_table", "paired_differences",
+    "class_similarity_matrix", "nontarget_divergence", "logit_gap_statistics", "logit_difference_views",
+    "gaussian_mutual_information", "plot_student_heatmap", "plot_student_vs_temperature",
+    "plot_similarity_matrices", "plot_logit_gaps", "best_temperature",
+]
+
+
+# --------------------------------------------------------------------------------------------- argument checks
+def _check_temperature(temperature: Any, name: str = "temperature") -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"{name} must be a real number > 0 (e.g. 1, 2, 4), got {type(temperature).__name__} "
+                        f"({temperature!r})")
+    temperature = float(temperature)
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"{name} must be a finite number > 0 (e.g. 1, 2, 4), got {temperature}")
+    return temperature
+
+
+def _check_beta(beta: Any) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(f"beta must be a real number in [0, 1] (1 = teacher targets only, 0 = hard labels only), "
+                        f"got {type(beta).__name__} ({beta!r})")
+    beta = float(beta)
+    if math.isnan(beta) or not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1] (1 = teacher targets only, 0 = hard labels only), got {beta}")
+    return beta
+
+
+def _check_logits(name: str, logits: Any) -> torch.Tensor:
+    check_tensor(name, logits, floating=True)
+    if logits.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, K), got {tuple(logits.shape)}")
+    if logits.shape[1] < 2:
+        raise ValueError(f"{name} must have at least 2 classes (K >= 2), got shape {tuple(logits.shape)}")
+    return logits
+
+
+def _check_labels(name: str, labels: Any, n: int, num_classes: int) -> torch.Tensor:
+    check_tensor(name, labels, floating=False)
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) (one class index per row of the logits), "
+                         f"got {tuple(labels.shape)}")
+    return check_class_indices(name, labels, num_classes)
+
+
+# --------------------------------------------------------------------------------------------- the loss
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None,
+                      temperature: float, beta: float) -> torch.Tensor:
+    """Distillation loss ``β · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − β) · CE(s, y)``, mean over the batch.
+
+    Args:
+        student_logits: ``(B, K)`` float, the student's logits ``s`` (gradients flow through these).
+        teacher_logits: ``(B, K)`` float, the teacher's logits ``t`` (treated as constants: detached).
+        target: ``(B,)`` int64 hard labels ``y``; may be ``None`` when ``beta == 1`` (teacher targets only).
+        temperature: ``T > 0``; both distributions are softened by ``T`` and the KL term is scaled by ``T²``.
+        beta: weight of the teacher's soft targets in ``[0, 1]``: 1 = teacher only, 0 = plain cross-entropy.
+
+    Returns a scalar tensor (float32 for float32 inputs). The KL term is summed over classes and
+    averaged over the batch (``reduction="batchmean"``); the hard-label term is the mean cross-entropy
+    at temperature 1.
+
+    >>> s = torch.tensor([[2.0, 0.0, -1.0]]); t = torch.tensor([[3.0, 1.0, -2.0]])
+    >>> distillation_loss(s, s, None, temperature=2.0, beta=1.0)
+    tensor(0.)
+    >>> round(float(distillation_loss(s, t, torch.tensor([0]), temperature=1.0, beta=0.0)), 4)  # = CE(s, 0)
+    0.1698
+    """
+    _check_logits("student_logits", student_logits)
+    _check_logits("teacher_logits", teacher_logits)
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"teacher_logits must have the shape of student_logits {tuple(student_logits.shape)}, "
+                         f"got {tuple(teacher_logits.shape)}")
+    temperature = _check_temperature(temperature)
+    beta = _check_beta(beta)
+    if target is None:
+        if beta < 1.0:
+            raise ValueError(f"target (hard labels) is needed when beta < 1 (the hard-label term has weight "
+                             f"1 - beta = {1 - beta:g}); pass target=None only with beta=1")
+    else:
+        _check_labels("target", target, student_logits.shape[0], student_logits.shape[1])
+    loss = student_logits.new_zeros(())
+    if beta > 0:
+        log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+        log_p_t = F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / temperature, dim=1)
+        kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+        loss = loss + beta * temperature ** 2 * kl
+    if beta < 1:
+        loss = loss + (1.0 - beta) * F.cross_entropy(student_logits, target)
+    return loss
+
+
+class DistillationLoss:
+    """The trainer loss behind ``{"name": "distill", ...}``: :func:`distillation_loss` against a fixed teacher.
+
+    ``teacher``: the trained teacher (eval mode, frozen); ``train_x``: ``(N, C, H, W)`` the training
+    inputs the trainer indexes (``batch.index`` refers to its rows); ``teacher_logits``: ``(N, K)`` the
+    teacher's logits on ``train_x``, computed once (eval mode, no gradients). A ``wants_batch`` loss:
+    for a batch whose inputs are ``train_x[batch.index]`` it looks the teacher's logits up; for an
+    augmented batch (``batch.x`` differs) it runs the teacher on ``batch.x`` under ``no_grad``.
+    Whether the trainer augments is checked batch by batch during the first epoch (the inputs are
+    compared with ``train_x[batch.index]``); after an epoch without a difference the lookup is used
+    without further checks, and after the first difference the teacher is always run on ``batch.x``.
+
+    >>> teacher = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    >>> x = torch.randn(8, 1, 2, 2)
+    >>> loss = DistillationLoss(teacher, x, temperature=2.0, beta=1.0)
+    >>> from lsutils.train import Batch
+    >>> student_logits = teacher(x[:4]).detach()      # a student that already agrees with its teacher
+    >>> round(float(loss(student_logits, torch.zeros(4, dtype=torch.long), Batch(x[:4], torch.arange(4)))), 6)
+    0.0
+    """
+
+    wants_batch = True
+
+    def __init__(self, teacher: nn.Module, train_x: torch.Tensor, temperature: float, beta: float = 1.0,
+                 teacher_logits: torch.Tensor | None = None) -> None:
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+        check_tensor("train_x", train_x, floating=True, min_dim=2)
+        self.temperature = _check_temperature(temperature)
+        self.beta = _check_beta(beta)
+        self.teacher = teacher.eval()
+        for param in self.teacher.parameters():
+            param.requires_grad_(False)
+        self.train_x = train_x
+        if teacher_logits is None:
+            teacher_logits = _teacher_logits(self.teacher, train_x)
+        check_tensor("teacher_logits", teacher_logits, floating=True)
+        if teacher_logits.dim() != 2 or teacher_logits.shape[0] != train_x.shape[0]:
+            raise ValueError(f"teacher_logits must have shape ({train_x.shape[0]}, K) (one row per training "
+                             f"example), got {tuple(teacher_logits.shape)}")
+        self.teacher_logits = teacher_logits.to(train_x.device)
+        self.augmented = False      # set True at the first batch whose inputs are not train_x[index]
+        self._checking = True       # compare inputs during the first epoch only
+        self._epoch = 0
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Trainer hook: stop checking for augmentation after one epoch without a difference."""
+        self._epoch = epoch
+        if epoch >= 1:
+            self._checking = False
+
+    def _teacher_on(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.teacher.eval()(x).float()
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, batch: Any) -> torch.Tensor:
+        if not (hasattr(batch, "x") and hasattr(batch, "index")):
+            raise TypeError(f"the distillation loss needs the batch (with .x and .index) as its third argument, "
+                            f"got {type(batch).__name__}")
+        index = batch.index.to(self.teacher_logits.device)
+        if not self.augmented and self._checking:
+            plain = self.train_x.index_select(0, index.to(self.train_x.device))
+            if plain.shape != batch.x.shape or not torch.equal(plain.to(batch.x.device), batch.x):
+                self.augmented = True
+        if self.augmented:
+            teacher_logits = self._teacher_on(batch.x)
+        else:
+            teacher_logits = self.teacher_logits.index_select(0, index)
+        return distillation_loss(logits, teacher_logits.to(logits.device), target, self.temperature, self.beta)
+
+
+# Teacher logits on the training set, memoised in this process: a chapter distils the same teacher
+# at several temperatures and seeds, and each student would otherwise recompute them.
+_LOGIT_MEMO: "OrderedDict[tuple, tuple[weakref.ref, torch.Tensor]]" = OrderedDict()
+_LOGIT_MEMO_SIZE = 32
+
+
+def _teacher_logits(teacher: nn.Module, train_x: torch.Tensor, key: str | None = None) -> torch.Tensor:
+    from .models import predict_logits
+
+    memo_key = None if key is None else (key, str(train_x.device), tuple(train_x.shape))
+    if memo_key is not None and memo_key in _LOGIT_MEMO:
+        ref, logits = _LOGIT_MEMO[memo_key]
+        if ref() is train_x:
+            _LOGIT_MEMO.move_to_end(memo_key)
+            return logits
+    logits = predict_logits(teacher, train_x).to(train_x.device)
+    if memo_key is not None:
+        _LOGIT_MEMO[memo_key] = (weakref.ref(train_x), logits)
+        while len(_LOGIT_MEMO) > _LOGIT_MEMO_SIZE:
+            _LOGIT_MEMO.popitem(last=False)
+    return logits
+
+
+@register_loss("distill")
+def _distill_factory(teacher: Mapping[str, Any], temperature: float, beta: float = 1.0,
+                     context: LossContext | None = None) -> DistillationLoss:
+    """``{"name": "distill", "teacher": RunSpec.to_dict(), "temperature": T, "beta": β}`` → :class:`DistillationLoss`."""
+    from .train import RunSpec
+
+    temperature = _check_temperature(temperature)
+    beta = _check_beta(beta)
+    if isinstance(teacher, RunSpec):
+        teacher_run = teacher
+    elif isinstance(teacher, Mapping):
+        try:
+            teacher_run = RunSpec.from_dict(teacher)
+        except TypeError as exc:
+            raise TypeError(f"teacher must be a RunSpec as a dict (RunSpec.to_dict()): {exc}") from exc
+    else:
+        raise TypeError(f"teacher must be a RunSpec as a dict (RunSpec.to_dict()), got {type(teacher).__name__}")
+    if context is None or context.load_model is None or context.train_x is None:
+        raise ValueError("the 'distill' loss needs a LossContext with train_x and load_model (the trainer "
+                         "provides one: train it through lsutils.train_model(RunSpec(..., loss={'name': 'distill', "
+                         "...})))")
+    model = context.load_model(teacher_run)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"context.load_model must return a torch.nn.Module, got {type(model).__name__}")
+    model.eval()
+    logits = _teacher_logits(model, context.train_x, key=teacher_run.key())
+    return DistillationLoss(model, context.train_x, temperature, beta, teacher_logits=logits)
+
+
+# --------------------------------------------------------------------------------------------- the experiment
+def chapter_settings(profile: Any) -> dict[str, Any]:
+    """Chapter 5's sizes for a compute profile: teachers, student, temperature grid, seeds, MI set-up.
+
+    * teachers: the profile's model trained with ``ε ∈ (0.0, 0.1, 0.3)`` (the CE/LS models of chapters 3–4,
+      reused from the cache);
+    * student: ``"mlp"`` of width ``2·profile.width`` for the Fashion-MNIST (``cnn``) profiles — 55 k
+      parameters in ``cpu`` against the teacher's 422 k, a different architecture as in Müller et al.'s
+      ResNet-56 → AlexNet; on CIFAR-10 (``gpu``) the ``"cnn"`` of width 16 (ResNet-20 teacher);
+    * temperatures ``(1, 2, 4, 8, 16)``, ``β = 1``, seeds ``profile.seeds`` (teacher seed = student seed);
+    * MI: ``N = 600`` training images of two similar classes (300 each; Fashion-MNIST: Shirt vs
+      T-shirt/top, CIFAR-10: cat vs dog), ``L = 5`` views: shifts of up to 2 pixels plus Gaussian noise
+      of 0.1 (normalised units).
+
+    >>> from lsutils.config import get_profile
+    >>> s = chapter_settings(get_profile("cpu"))
+    >>> s["student_model"], s["student_width"], s["temperatures"]
+    ('mlp', 64, (1.0, 2.0, 4.0, 8.0, 16.0))
+    """
+    for attr in ("dataset", "model", "width", "seeds"):
+        if not hasattr(profile, attr):
+            raise TypeError(f"profile must be an lsutils Profile (from get_profile()), got "
+                            f"{type(profile).__name__} without .{attr}")
+    if profile.model == "cnn":
+        student_model, student_width = "mlp", 2 * profile.width
+    else:
+        student_model, student_width = "cnn", 16
+    pair = (6, 0) if profile.dataset == "fashion_mnist" else (3, 5)
+    return {
+        "teacher_epsilons": (0.0, 0.1, 0.3),
+        "student_model": student_model,
+        "student_width": student_width,
+        "temperatures": (1.0, 2.0, 4.0, 8.0, 16.0),
+        "beta": 1.0,
+        "seeds": tuple(profile.seeds),
+        "mi_classes": pair,
+        "mi_per_class": 300,
+        "mi_views": 5,
+        "mi_max_shift": 2,
+        "mi_noise_std": 0.1,
+    }
+
+
+def teacher_spec(profile: Any, epsilon: float, seed: int):
+    """The teacher: ``RunSpec.from_profile(profile, loss=smoothing_spec(epsilon), seed=seed)`` (chapters 3–4's models)."""
+    from .train import RunSpec
+
+    return RunSpec.from_profile(profile, loss=smoothing_spec(epsilon), seed=seed)
+
+
+def student_spec(profile: Any, seed: int, teacher: Any = None, temperature: float | None = None,
+                 beta: float = 1.0):
+    """The student of :func:`chapter_settings`: distilled from ``teacher`` at ``temperature``, or on hard labels.
+
+    ``teacher=None`` gives the hard-label baseline (plain cross-entropy); otherwise ``teacher`` is a
+    :class:`~lsutils.train.RunSpec` and the loss is ``{"name": "distill", "teacher": teacher.to_dict(),
+    "temperature": float(T), "beta": float(β)}``.
+    """
+    from .train import RunSpec
+
+    settings = chapter_settings(profile)
+    if teacher is None:
+        if temperature is not None:
+            raise ValueError(f"temperature must be None for the hard-label student (teacher=None), got {temperature}")
+        loss: dict[str, Any] = {"name": "ce"}
+    else:
+        if not isinstance(teacher, RunSpec):
+            raise TypeError(f"teacher must be a RunSpec (e.g. teacher_spec(profile, 0.1, seed)) or None, "
+                            f"got {type(teacher).__name__}")
+        if temperature is None:
+            raise ValueError("temperature is required when distilling from a teacher")
+        loss = {"name": "distill", "teacher": teacher.to_dict(), "temperature": _check_temperature(temperature),
+                "beta": _check_beta(beta)}
+    return RunSpec.from_profile(profile, loss=loss, seed=seed, model=settings["student_model"],
+                                width=settings["student_width"])
+
+
+def distillation_specs(profile: Any) -> list[tuple[dict[str, Any], Any]]:
+    """Every student of the chapter as ``(labels, spec)``: the grid teacher ε × T × seed, then the baselines.
+
+    ``labels`` holds ``teacher_eps`` (``None`` for the hard-label baseline), ``temperature``
+    (``None`` likewise) and ``seed``. ``len = len(ε) · len(T) · len(seeds) + len(seeds)``.
+    """
+    s = chapter_settings(profile)
+    out = []
+    for seed in s["seeds"]:
+        for eps in s["teacher_epsilons"]:
+            teacher = teacher_spec(profile, eps, seed)
+            for temp in s["temperatures"]:
+                out.append(({"teacher_eps": eps, "temperature": temp, "seed": seed},
+                            student_spec(profile, seed, teacher, temp, s["beta"])))
+        out.append(({"teacher_eps": None, "temperature": None, "seed": seed}, student_spec(profile, seed)))
+    return out
+
+
+def _accuracy(model: nn.Module, split: Any) -> float:
+    from .models import predict_logits
+
+    return float((predict_logits(model, split.x).argmax(1) == split.y).float().mean())
+
+
+def run_distillation(profile: Any, *, progress: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """Train (or load) the teachers and every student of :func:`distillation_specs`; score them.
+
+    Returns ``{"teachers": rows, "students": rows}``: one dict per model with ``seed``, ``val_acc``,
+    ``test_acc`` (fractions; validation = the profile's held-out split, test = its test split), plus
+    ``eps`` for teachers and ``teacher_eps``, ``temperature`` (``None`` for the hard-label baseline)
+    and ``cached`` (whether it came from the cache) for students.
+    """
+    from .data import load_profile_data
+    from .train import train_many
+
+    s = chapter_settings(profile)
+    data = load_profile_data(profile)
+    teacher_specs = [(eps, seed, teacher_spec(profile, eps, seed))
+                     for seed in s["seeds"] for eps in s["teacher_epsilons"]]
+    teacher_runs = train_many([t for _, _, t in teacher_specs], progress=progress)
+    teachers = [{"eps": eps, "seed": seed, "val_acc": _accuracy(run.model, data.val),
+                 "test_acc": _accuracy(run.model, data.test), "cached": run.from_cache}
+                for (eps, seed, _), run in zip(teacher_specs, teacher_runs)]
+    grid = distillation_specs(profile)
+    runs = train_many([spec for _, spec in grid], progress=progress)
+    students = [{**labels, "val_acc": _accuracy(run.model, data.val), "test_acc": _accuracy(run.model, data.test),
+                 "cached": run.from_cache} for (labels, _), run in zip(grid, runs)]
+    return {"teachers": teachers, "students": students}
+
+
+def _grid_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    if not rows:
+        raise ValueError("rows is empty; pass run_distillation(...)['students']")
+    for key in ("teacher_eps", "temperature", "seed", "test_acc"):
+        if key not in rows[0]:
+            raise ValueError(f"rows must come from run_distillation(...)['students'] (missing {key!r})")
+    return [r for r in rows if r["teacher_eps"] is not None]
+
+
+def student_table(rows: Sequence[Mapping[str, Any]], metric: str = "test_acc", digits: int = 1):
+    """Student accuracy (%) as ``mean ± std`` over seeds: a ``pandas.DataFrame`` teacher ε × T, plus a "hard labels" row.
+
+    ``rows``: ``run_distillation(...)["students"]``; ``metric``: ``"test_acc"`` or ``"val_acc"``.
+    """
+    import pandas as pd
+
+    from .report import fmt_mean_std
+
+    grid = _grid_rows(rows)
+    if metric not in ("test_acc", "val_acc"):
+        raise ValueError(f"metric must be 'test_acc' or 'val_acc', got {metric!r}")
+    epsilons = sorted({r["teacher_eps"] for r in grid})
+    temps = sorted({r["temperature"] for r in grid})
+    table = pd.DataFrame(index=[f"ε = {e:g}" for e in epsilons], columns=[f"T = {t:g}" for t in temps], dtype=object)
+    for e in epsilons:
+        for t in temps:
+            vals = [r[metric] for r in grid if r["teacher_eps"] == e and r["temperature"] == t]
+            table.loc[f"ε = {e:g}", f"T = {t:g}"] = fmt_mean_std(vals, scale=100, digits=digits)
+    base = [r[metric] for r in rows if r["teacher_eps"] is None]
+    if base:
+        table.loc["hard labels (no teacher)"] = [fmt_mean_std(base, scale=100, digits=digits)] + [""] * (len(temps) - 1)
+    table.index.name = "teacher"
+    return table
+
+
+def paired_differences(rows: Sequence[Mapping[str, Any]], eps: float, temperature: float | str,
+                       reference_eps: float = 0.0, reference_temperature: float | str | None = None,
+                       metric: str = "test_acc") -> list[float]:
+    """Per seed: accuracy of the ε-teacher's student minus that of the reference teacher's student (same seed).
+
+    ``temperature`` (and ``reference_temperature``, default: the same) is a grid value or ``"best"``:
+    the temperature with the highest mean *validation* accuracy for that teacher ε (chosen on
+    validation, so the test numbers stay honest). ``reference_eps=None`` compares with the hard-label
+    student. Returns one difference per seed (fractions, e.g. ``-0.004``).
+    """
+    grid = _grid_rows(rows)
+    if reference_temperature is None:
+        reference_temperature = temperature
+
+    def pick(e: float | None, t: float | str | None) -> dict[int, float]:
+        if e is None:
+            return {r["seed"]: r[metric] for r in rows if r["teacher_eps"] is None}
+        mine = [r for r in grid if r["teacher_eps"] == e]
+        if not mine:
+            raise ValueError(f"no students of a teacher with eps={e}; present: {sorted({r['teacher_eps'] for r in grid})}")
+        if t == "best":
+            t = best_temperature(rows, e)
+        out = {r["seed"]: r[metric] for r in mine if r["temperature"] == t}
+        if not out:
+            raise ValueError(f"temperature must be one of {sorted({r['temperature'] for r in mine})} or 'best', got {t!r}")
+        return out
+
+    a, b = pick(eps, temperature), pick(reference_eps, reference_temperature)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError("the two groups share no seed")
+    return [a[s] - b[s] for s in seeds]
+
+
+def best_temperature(rows: Sequence[Mapping[str, Any]], eps: float) -> float:
+    """The grid temperature with the highest mean validation accuracy for the teacher with smoothing ``eps``."""
+    grid = [r for r in _grid_rows(rows) if r["teacher_eps"] == eps]
+    if not grid:
+        raise ValueError(f"no students of a teacher with eps={eps}")
+    temps = sorted({r["temperature"] for r in grid})
+    return max(temps, key=lambda t: sum(r["val_acc"] for r in grid if r["temperature"] == t))
+
+
+
+# --------------------------------------------------------------------------------------------- dark knowledge
+def class_similarity_matrix(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``(K, K)``: row ``y`` is the mean of ``softmax(z / T)`` over the examples of true class ``y``.
+
+    ``logits``: ``(N, K)``; ``labels``: ``(N,)`` int64. Each row sums to 1; the diagonal is the mean
+    confidence in the true class, the off-diagonal entries how much probability the model gives to
+    each other class — the similarity structure distillation transfers. Every class must occur.
+
+    >>> m = class_similarity_matrix(torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1]))
+    >>> torch.allclose(m.sum(1), torch.ones(2))
+    True
+    """
+    _check_logits("logits", logits)
+    k = logits.shape[1]
+    _check_labels("labels", labels, logits.shape[0], k)
+    temperature = _check_temperature(temperature)
+    probs = F.softmax(logits.float() / temperature, dim=1)
+    counts = torch.bincount(labels, minlength=k)
+    if (counts == 0).any():
+        raise ValueError(f"labels must contain every class at least once; missing "
+                         f"{torch.nonzero(counts == 0).flatten().tolist()}")
+    sums = torch.zeros(k, k, dtype=probs.dtype, device=probs.device).index_add_(0, labels, probs)
+    return sums / counts[:, None].to(probs.dtype)
+
+
+def nontarget_divergence(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per example, ``KL(q ‖ uniform) = log(K − 1) − H(q)`` in nats, where ``q = softmax(z_{≠y} / T)``.
+
+    ``q`` is the model's distribution over the ``K − 1`` *wrong* classes (the true class removed,
+    renormalised). 0 means the wrong classes are all equally likely (no information about which
+    classes an example resembles); the maximum ``log(K − 1)`` means all the mass is on one wrong class.
+    ``logits``: ``(N, K)``, ``labels``: ``(N,)``; returns ``(N,)`` float32.
+
+    >>> nontarget_divergence(torch.tensor([[5.0, 1.0, 1.0]]), torch.tensor([0]))
+    tensor([0.])
+    """
+    _check_logits("logits", logits)
+    n, k = logits.shape
+    if k < 3:
+        raise ValueError(f"logits must have at least 3 classes (K - 1 >= 2 wrong classes), got K = {k}")
+    _check_labels("labels", labels, n, k)
+    temperature = _check_temperature(temperature)
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    keep[torch.arange(n, device=logits.device), labels] = False
+    others = logits.float()[keep].view(n, k - 1) / temperature
+    log_q = F.log_softmax(others, dim=1)
+    entropy = -(log_q.exp() * log_q).sum(1)
+    return (math.log(k - 1) - entropy).clamp_min(0.0)
+
+
+def logit_gap_statistics(logits: torch.Tensor, labels: torch.Tensor, class_a: int, class_b: int) -> dict[str, float]:
+    """The logit difference ``d = z_a − z_b`` on the examples of classes ``a`` and ``b``: its spread within each class.
+
+    Returns ``mean_a``, ``std_a``, ``mean_b``, ``std_b`` (std with ``ddof=1``), ``gap = mean_a − mean_b``,
+    ``spread_ratio = sqrt((std_a² + std_b²) / 2) / |gap|`` (how wide each class is compared with the
+    distance between the two classes: scale-free, so teachers with different logit scales compare)
+    and ``within_fraction`` = within-class variance / total variance of ``d`` over both classes
+    (0 = every example of a class sits at its class's mean: nothing tells one example from another).
+    """
+    _check_logits("logits", logits)
+    n, k = logits.shape
+    _check_labels("labels", labels, n, k)
+    for name, c in (("class_a", class_a), ("class_b", class_b)):
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k:
+            raise ValueError(f"{name} must be a class index in [0, {k - 1}], got {c!r}")
+    if class_a == class_b:
+        raise ValueError(f"class_a and class_b must differ, got {class_a} for both")
+    d = (logits[:, class_a] - logits[:, class_b]).double()
+    da, db = d[labels == class_a], d[labels == class_b]
+    for name, part in (("class_a", da), ("class_b", db)):
+        if part.numel() < 2:
+            raise ValueError(f"need at least 2 examples of {name}, got {part.numel()}")
+    ma, mb, sa, sb = float(da.mean()), float(db.mean()), float(da.std()), float(db.std())
+    both = torch.cat([da, db])
+    within = (float(((da - ma) ** 2).sum()) + float(((db - mb) ** 2).sum())) / both.numel()
+    total = float(both.var(unbiased=False))
+    gap = ma - mb
+    return {"mean_a": ma, "std_a": sa, "mean_b": mb, "std_b": sb, "gap": gap,
+            "spread_ratio": math.sqrt((sa ** 2 + sb ** 2) / 2) / abs(gap) if gap != 0 else math.inf,
+            "within_fraction": within / total if total > 0 else float("nan")}
+
+
+def logit_difference_views(model: nn.Module, x: torch.Tensor, class_a: int, class_b: int, *, views: int = 5,
+                           max_shift: int = 2, noise_std: float = 0.1, seed: int = 0,
+                           batch_size: int = 2048) -> torch.Tensor:
+    """``(N, L)``: ``z_a − z_b`` of ``model`` on ``L = views`` randomly perturbed copies of each image in ``x``.
+
+    Each view shifts the image by up to ``max_shift`` pixels in each direction (reflect padding, then
+    a crop of the original size; :func:`lsutils.train.augment_batch` without flips) and adds Gaussian
+    noise of standard deviation ``noise_std`` (in the normalised units of ``x``). Seeded: the same
+    ``seed`` gives the same views. ``x``: ``(N, C, H, W)`` float. The model runs in eval mode.
+    """
+    from .models import predict_logits
+    from .train import augment_batch
+
+    check_tensor("x", x, floating=True)
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if isinstance(views, bool) or not isinstance(views, int) or views < 2:
+        raise ValueError(f"views must be an int >= 2 (the estimate needs the spread between views), got {views!r}")
+    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+        raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
+    noise_std = check_probability("noise_std", noise_std, low=0.0, high=math.inf)
+    g = torch.Generator().manual_seed(seed)
+    cols = []
+    for _ in range(views):
+        v = augment_batch(x, g, padding=max_shift, flip=False) if max_shift else x.clone()
+        if noise_std:
+            v = v + noise_std * torch.randn(v.shape, generator=g).to(v.device, v.dtype)
+        z = predict_logits(model, v, batch_size=batch_size)
+        k = z.shape[1]
+        for name, c in (("class_a", class_a), ("class_b", class_b)):
+            if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k:
+                raise ValueError(f"{name} must be a class index in [0, {k - 1}], got {c!r}")
+        cols.append(z[:, class_a] - z[:, class_b])
+    return torch.stack(cols, dim=1)
+
+
+def gaussian_mutual_information(d: torch.Tensor, chunk: int = 2048) -> float:
+    """Mutual information ``I(X; D)`` in nats between an example's index ``X`` and a scalar output ``D``.
+
+    ``d``: ``(N, L)`` — ``L ≥ 2`` noisy values (e.g. augmented views) of the output for each of ``N``
+    examples. As in Müller et al. (2019, §4), ``X`` is uniform over the ``N`` examples and
+    ``p(d | x) = N(μ_x, σ²)`` with ``μ_x`` the mean of row ``x`` and ``σ²`` the pooled within-row
+    variance ``Σ_{x,l} (d_{xl} − μ_x)² / (N L)``; the mutual information is then estimated by
+    Monte Carlo over the observed values:
+
+        I ≈ (1 / N L) Σ_{x,l} [ log N − (d_{xl} − μ_x)² / 2σ² − log Σ_{x'} exp(−(d_{xl} − μ_{x'})² / 2σ²) ].
+
+    ``I`` is at most ``log N`` (every example identifiable from its output) and near 0 when all
+    ``μ_x`` coincide; if the examples fall into two tight, well separated groups (e.g. two classes
+    whose examples the model no longer tells apart), ``I ≈ log 2``. Invariant to ``a·d + b``.
+    Because each ``μ_x`` is estimated from only ``L`` values, indistinguishable examples still get
+    about ``½·log(L / (L − 1))`` on top (0.11 nats for ``L = 5``, 0.03 for ``L = 20``).
+    Raises ``ValueError`` if every row is constant (σ² = 0: the views must differ).
+
+    >>> d = torch.tensor([[0.0, 0.1], [10.0, 10.1], [20.0, 20.1]])
+    >>> round(gaussian_mutual_information(d), 4) == round(math.log(3), 4)
+    True
+    """
+    check_tensor("d", d, floating=True)
+    if d.dim() != 2:
+        raise ValueError(f"d must have shape (N, L) (N examples, L views each), got {tuple(d.shape)}")
+    n, L = d.shape
+    if n < 2 or L < 2:
+        raise ValueError(f"d needs at least 2 examples and 2 views each, got shape {tuple(d.shape)}")
+    check_finite("d", d)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+    d = d.double().cpu()
+    mu = d.mean(dim=1)                                         # (N,)
+    var = ((d - mu[:, None]) ** 2).mean()
+    if not var > 1e-12 * max(float(d.abs().max()) ** 2, 1e-300):
+        raise ValueError("d has (numerically) no spread within rows: every view of an example gives the same value, "
+                         "so the Gaussian approximation is undefined; use views that differ (augmentation or noise)")
+    flat = d.reshape(-1)                                       # (N·L,), row-major: example x's views together
+    own = mu.repeat_interleave(L)
+    total = 0.0
+    for i in range(0, flat.numel(), chunk):
+        y = flat[i:i + chunk]
+        log_own = -(y - own[i:i + chunk]) ** 2 / (2 * var)
+        log_all = torch.logsumexp(-(y[:, None] - mu[None, :]) ** 2 / (2 * var), dim=1)
+        total += float((log_own - log_all).sum())
+    return math.log(n) + total / flat.numel()
+
+
+# --------------------------------------------------------------------------------------------- plots
+def _mean_std_grid(rows: Sequence[Mapping[str, Any]], metric: str):
+    import numpy as np
+
+    grid = _grid_rows(rows)
+    epsilons = sorted({r["teacher_eps"] for r in grid})
+    temps = sorted({r["temperature"] for r in grid})
+    mean = np.zeros((len(epsilons), len(temps)))
+    std = np.zeros_like(mean)
+    for i, e in enumerate(epsilons):
+        for j, t in enumerate(temps):
+            vals = np.array([r[metric] for r in grid if r["teacher_eps"] == e and r["temperature"] == t]) * 100
+            mean[i, j] = vals.mean()
+            std[i, j] = vals.std(ddof=1) if len(vals) > 1 else 0.0
+    base = np.array([r[metric] for r in rows if r["teacher_eps"] is None]) * 100
+    return epsilons, temps, mean, std, base
+
+
+def plot_student_heatmap(rows: Sequence[Mapping[str, Any]], metric: str = "test_acc", ax: Any = None,
+                         title: str | None = None):
+    """Heatmap of student accuracy (%), teacher ε (rows) × temperature (columns), annotated ``mean ± std``.
+
+    Colours are the difference from the hard-label student (red: worse, blue: better), so the
+    reader sees at a glance where distillation helps. Returns the matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    epsilons, temps, mean, std, base = _mean_std_grid(rows, metric)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.5 * len(temps) + 2.5, 1.0 * len(epsilons) + 1.8))
+    ref = float(base.mean()) if base.size else float(mean.mean())
+    diff = mean - ref
+    lim = max(float(np.abs(diff).max()), 1e-6)
+    im = ax.imshow(diff, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(len(epsilons)):
+        for j in range(len(temps)):
+            ax.text(j, i, f"{mean[i, j]:.2f}\n± {std[i, j]:.2f}", ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(temps)), [f"{t:g}" for t in temps])
+    ax.set_yticks(range(len(epsilons)), [f"{e:g}" for e in epsilons])
+    ax.set_xlabel("distillation temperature T")
+    ax.set_ylabel("teacher's smoothing ε")
+    label = "test" if metric == "test_acc" else "validation"
+    base_txt = f"; hard-label student {base.mean():.2f} ± {base.std(ddof=1) if base.size > 1 else 0:.2f}" \
+        if base.size else ""
+    ax.set_title(title or f"Student {label} accuracy (%){base_txt}", fontsize=10)
+    ax.figure.colorbar(im, ax=ax, label="points above the hard-label student")
+    return ax
+
+
+def plot_student_vs_temperature(rows: Sequence[Mapping[str, Any]], metric: str = "test_acc", ax: Any = None):
+    """Student accuracy (%) against T (log scale), one line per teacher ε, error bars = std over seeds; band = hard labels."""
+    import matplotlib.pyplot as plt
+
+    epsilons, temps, mean, std, base = _mean_std_grid(rows, metric)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    for i, e in enumerate(epsilons):
+        ax.errorbar(temps, mean[i], yerr=std[i], marker="o", capsize=3,
+                    label=f"teacher ε = {e:g}" + (" (CE)" if e == 0 else " (LS)"))
+    if base.size:
+        m, s = base.mean(), (base.std(ddof=1) if base.size > 1 else 0.0)
+        ax.axhline(m, color="gray", ls="--", label="hard labels (no teacher)")
+        ax.axhspan(m - s, m + s, color="gray", alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(temps, [f"{t:g}" for t in temps])
+    ax.set_xlabel("distillation temperature T")
+    ax.set_ylabel(f"student {'test' if metric == 'test_acc' else 'validation'} accuracy (%)")
+    ax.set_title("Student accuracy vs temperature (mean ± std over seeds)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_similarity_matrices(matrices: Mapping[str, torch.Tensor], class_names: Sequence[str] | None = None,
+                             axes: Any = None):
+    """One heatmap per matrix of :func:`class_similarity_matrix` (log₁₀ colour scale, shared), titled by the dict keys.
+
+    A log scale shows the off-diagonal structure (1e-4 … 1e-1), which a linear scale would hide
+    under the diagonal. Returns the array of Axes.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    if not matrices:
+        raise ValueError("matrices is empty; pass e.g. {'CE teacher': m0, 'LS teacher': m1}")
+    mats = {k: v.detach().cpu().double().numpy() for k, v in matrices.items()}
+    k = next(iter(mats.values())).shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"class_names must have {k} entries, got {len(names)}")
+    if axes is None:
+        _, axes = plt.subplots(1, len(mats), figsize=(5.2 * len(mats), 4.6), squeeze=False)
+        axes = axes[0]
+    lo = max(min(float(m[m > 0].min()) for m in mats.values()), 1e-6)
+    norm = LogNorm(vmin=lo, vmax=1.0)
+    for ax, (title, m) in zip(axes, mats.items()):
+        im = ax.imshow(np.clip(m, lo, 1.0), cmap="viridis", norm=norm)
+        ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(k), names, fontsize=8)
+        ax.set_xlabel("class k (mean softmax probability)")
+        ax.set_ylabel("true class y")
+        ax.set_title(title, fontsize=10)
+    axes[0].figure.colorbar(im, ax=list(axes), label="mean p(k | x), log scale", shrink=0.85)
+    return axes
+
+
+def plot_logit_gaps(gaps: Mapping[str, tuple[torch.Tensor, torch.Tensor]], class_names: tuple[str, str],
+                    axes: Any = None, bins: int = 40):
+    """Histograms of ``d = z_a − z_b`` for the examples of class ``a`` and of class ``b``, one panel per model.
+
+    ``gaps``: ``{title: (d_of_class_a_examples, d_of_class_b_examples)}``. Returns the Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if not gaps:
+        raise ValueError("gaps is empty; pass e.g. {'CE teacher': (d_a, d_b)}")
+    if axes is None:
+        _, axes = plt.subplots(1, len(gaps), figsize=(4.6 * len(gaps), 3.4), squeeze=False)
+        axes = axes[0]
+    a, b = class_names
+    for ax, (title, (da, db)) in zip(axes, gaps.items()):
+        ax.hist(da.cpu().numpy(), bins=bins, alpha=0.6, label=f"true class: {a}")
+        ax.hist(db.cpu().numpy(), bins=bins, alpha=0.6, label=f"true class: {b}")
+        ax.set_xlabel(f"logit difference z[{a}] − z[{b}]")
+        ax.set_ylabel("examples")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    return axes
