@@ -25,5 +25,6 @@ from .train import *  # noqa: F401,F403
 from .report import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403
 # chapter modules (one line each; keep this marker last)
+from .distill import *  # noqa: F401,F403
 from .geometry import *  # noqa: F401,F403
 from .schedules import *  # noqa: F401,F403
