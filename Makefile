@@ -50,11 +50,7 @@ bench: setup
 	$(PY) benchmarks/bench_trainer.py
 
 outputs: setup
-	for nb in chapters/*.ipynb; do \
-	    echo "==> $$nb"; \
-	    LSUTILS_PROFILE=cpu $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
-	        --ExecutePreprocessor.timeout=3600 "$$nb"; \
-	done
+	LSUTILS_PROFILE=cpu $(PY) tools/execute.py
 
 clean:
 	rm -rf _build

@@ -59,6 +59,8 @@ def write() -> None:
     for path in chapter_notebooks():
         nb = nbformat.read(path, as_version=4)
         i, cell = first_code_cell(nb)
+        if cell is not None and cell.source == cell_source() and TAG in cell.metadata.get("tags", []):
+            continue  # already canonical: leave the notebook untouched (no id or metadata churn)
         new = nbformat.v4.new_code_cell(cell_source(), metadata={"tags": [TAG, "hide-cell"]})
         if cell is not None and TAG in cell.metadata.get("tags", []):
             new.execution_count = cell.execution_count
