@@ -298,14 +298,15 @@ def temperature_scaled_report(val_logits: torch.Tensor, val_labels: torch.Tensor
 
 
 def plot_reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, ax: Any = None,
-                     title: str | None = None) -> Any:
+                     title: str | None = None, legend: bool = True) -> Any:
     """Reliability diagram: per-bin accuracy (bars) against confidence, the gap to the diagonal shaded.
 
     ``probs``: ``(N, K)`` probabilities; ``labels``: ``(N,)`` int64. Blue bars: accuracy of each
     non-empty bin; red hatched bars: the gap between the bin's mean confidence and its accuracy
     (above the bar: over-confident; inside it: under-confident); dashed diagonal: perfect
     calibration. The ECE (in %) is written in the corner. Draws on ``ax`` (``None`` = a new
-    figure) and returns it.
+    figure) and returns it; ``legend=False`` leaves the legend out (e.g. to draw one for a grid of
+    diagrams with ``fig.legend(*ax.get_legend_handles_labels())``).
 
     >>> ax = plot_reliability(torch.tensor([[0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 1]))  # doctest: +SKIP
     """
@@ -317,6 +318,8 @@ def plot_reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
         _, ax = plt.subplots(figsize=(4, 4))
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str or None, got {type(title).__name__}")
+    if not isinstance(legend, bool):
+        raise TypeError(f"legend must be True or False, got {legend!r}")
     full = b["count"] > 0
     left, width = b["lower"][full], (b["upper"] - b["lower"])[full]
     acc, conf = b["accuracy"][full], b["confidence"][full]
@@ -332,7 +335,8 @@ def plot_reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
     ax.set_ylabel("accuracy")
     ax.text(0.04, 0.96, f"ECE = {100 * ece:.2f}%", transform=ax.transAxes, va="top", ha="left",
             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
-    ax.legend(loc="lower right", fontsize="small")
+    if legend:
+        ax.legend(loc="lower right", fontsize="small")
     if title is not None:
         ax.set_title(title)
     return ax

@@ -233,7 +233,13 @@ def test_plot_reliability_draws_the_bins(real_case):
     np.testing.assert_allclose([r.get_height() for r in bars], b["accuracy"][full])
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title() == "softmax regression"
     assert any("ECE" in t.get_text() for t in ax.texts)
+    assert ax.get_legend() is not None
     plt.close(ax.figure)
+    ax = plot_reliability(probs, labels, legend=False)
+    assert ax.get_legend() is None and len(ax.get_legend_handles_labels()[0]) == 3
+    plt.close(ax.figure)
+    with pytest.raises(TypeError, match="legend"):
+        plot_reliability(probs, labels, legend="yes")
 
 
 # --------------------------------------------------------------------------------------------- OOD scores
