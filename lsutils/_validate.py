@@ -100,3 +100,18 @@ def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
     return value
+
+
+def progress_bar(*args: Any, **kwargs: Any):
+    """A tqdm progress bar: the notebook widget where ipywidgets is installed (e.g. Colab), else the text bar.
+
+    ``tqdm.auto`` in a Jupyter kernel without ipywidgets warns "IProgress not found" and falls back to text;
+    choosing the text bar ourselves gives the same bar without the warning.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(*args, **kwargs)

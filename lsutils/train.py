@@ -306,9 +306,9 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, 
     if val_xy is not None:
         history["val_loss"], history["val_acc"] = [], []
 
-    from tqdm.auto import tqdm
+    from ._validate import progress_bar
 
-    bar = tqdm(total=total_steps, desc=desc or "training", unit="step", disable=not progress, leave=leave)
+    bar = progress_bar(total=total_steps, desc=desc or "training", unit="step", disable=not progress, leave=leave)
     old_benchmark = torch.backends.cudnn.benchmark
     try:
         if dev.type == "cuda":
@@ -812,10 +812,10 @@ def train_many(specs: Iterable[RunSpec], **kw: Any) -> list[TrainedRun]:
     if unknown:
         raise TypeError(f"train_many got unexpected keyword(s) {unknown}; allowed: progress, data")
     progress = _check_bool("progress", kw.get("progress", True))
-    from tqdm.auto import tqdm
+    from ._validate import progress_bar
 
     runs = []
-    with tqdm(total=len(specs), desc="runs", unit="run", disable=not progress) as bar:
+    with progress_bar(total=len(specs), desc="runs", unit="run", disable=not progress) as bar:
         for spec in specs:
             run = _train_model(spec, progress=progress, data=kw.get("data"), leave=False)
             runs.append(run)
