@@ -28,3 +28,4 @@ from .metrics import *  # noqa: F401,F403
 from .distill import *  # noqa: F401,F403
 from .geometry import *  # noqa: F401,F403
 from .schedules import *  # noqa: F401,F403
+from .als import *  # noqa: F401,F403
