@@ -37,6 +37,7 @@ __all__ = [
     "FIGURE1_TRIPLES", "MULLER2019_TABLE2", "class_triple", "template_plane_basis", "project_to_plane",
     "classifier_templates", "template_offsets", "template_subspace_basis", "sample_per_class", "project_classes",
     "cluster_tightness", "equidistance", "logit_gaps", "geometry_measures", "loss_label", "measure_runs",
+    "compare_losses",
     "plot_template_projections", "plot_logit_gap_histogram",
 ]
 
@@ -80,7 +81,8 @@ def _check_points_labels(points: Any, labels: Any) -> tuple[torch.Tensor, torch.
     check_finite("points", points)
     check_tensor("labels", labels, floating=False)
     if labels.dim() != 1 or labels.shape[0] != points.shape[0]:
-        raise ValueError(f"labels must have shape (N,) = ({points.shape[0]},) to match points, got {tuple(labels.shape)}")
+        raise ValueError(f"labels must have shape (N,) = ({points.shape[0]},) to match points, "
+                         f"got {tuple(labels.shape)}")
     return points, labels
 
 
@@ -268,7 +270,8 @@ def project_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes:
 
 
 # --------------------------------------------------------------------------------------------- measurements
-def _centroids(points: torch.Tensor, labels: torch.Tensor, classes: Sequence[int] | None) -> tuple[list[int], torch.Tensor]:
+def _centroids(points: torch.Tensor, labels: torch.Tensor,
+               classes: Sequence[int] | None) -> tuple[list[int], torch.Tensor]:
     points, labels = _check_points_labels(points, labels)
     if classes is None:
         cls = sorted(int(c) for c in torch.unique(labels))
@@ -293,8 +296,8 @@ def _pairwise(cents: torch.Tensor) -> torch.Tensor:
 def cluster_tightness(points: torch.Tensor, labels: torch.Tensor, classes: Sequence[int] | None = None) -> float:
     """Within-class spread relative to the distance between classes; smaller = tighter clusters.
 
-    ``tightness = mean_c [ mean_{i in c} ‖x_i - μ_c‖ ] / mean_{c < c'} ‖μ_c - μ_c'‖``, with ``μ_c`` the centroid of
-    class ``c``. Scale-free (multiplying all points by ``s`` changes nothing). Works in any dimension:
+    ``tightness = mean_c [ mean_{i in c} ‖x_i - μ_c‖ ] / mean_{c < c'} ‖μ_c - μ_c'‖``, with ``μ_c`` the
+    centroid of class ``c``. Scale-free (multiplying all points by ``s`` changes nothing). Works in any dimension:
     on plane coordinates ``(N, 2)`` or on full penultimate activations ``(N, D)``.
 
     Args:
@@ -465,7 +468,48 @@ def measure_runs(runs: Sequence[Any], splits: Mapping[str, Any],
     return rows
 
 
-#: Müller, Kornblith & Hinton (2019), Table 2: test accuracy (%) without / with label smoothing, as the paper reports it.
+def compare_losses(rows: Sequence[Mapping[str, Any]], metric: str, *, split: str, expect: str = "lower",
+                   digits: int = 3, scale: float = 1.0) -> dict[str, Any]:
+    """Does LS move ``metric`` the way a claim says? CE vs LS on one split, seed by seed.
+
+    ``rows``: from :func:`measure_runs` (keys ``loss``, ``seed``, ``split``, ``metric``), with exactly one CE and
+    one LS label on ``split``. ``expect``: ``"lower"`` (the claim is LS < CE) or ``"higher"``.
+
+    Returns ``{"CE": "mean ± std", "LS": "mean ± std", "ce_mean", "ls_mean", "agree": "k/n", "holds"}``:
+    ``agree`` counts the seeds where LS beats CE of the *same* seed in the expected direction, ``holds`` is
+    True when every seed agrees.
+
+    >>> rows = [{"loss": l, "seed": s, "split": "val", "t": v}
+    ...         for l, s, v in [("CE", 0, 1.0), ("CE", 1, 1.2), ("LS ε=0.1", 0, 0.5), ("LS ε=0.1", 1, 1.3)]]
+    >>> compare_losses(rows, "t", split="val")["agree"]
+    '1/2'
+    """
+    from .report import fmt_mean_std, mean_std
+
+    if expect not in ("lower", "higher"):
+        raise ValueError(f"expect must be 'lower' or 'higher', got {expect!r}")
+    sel = [r for r in rows if r.get("split") == split]
+    if not sel:
+        raise ValueError(f"no rows for split {split!r}; splits present: {sorted({r.get('split') for r in rows})}")
+    if any(metric not in r for r in sel):
+        raise ValueError(f"rows lack the metric {metric!r}; keys present: {sorted(sel[0])}")
+    labels = sorted({r["loss"] for r in sel})
+    ls_labels = [lab for lab in labels if lab != "CE"]
+    if "CE" not in labels or len(ls_labels) != 1:
+        raise ValueError(f"rows of split {split!r} must hold exactly 'CE' and one LS label, got {labels}")
+    ce = {r["seed"]: float(r[metric]) for r in sel if r["loss"] == "CE"}
+    lsv = {r["seed"]: float(r[metric]) for r in sel if r["loss"] == ls_labels[0]}
+    seeds = sorted(set(ce) & set(lsv))
+    if not seeds:
+        raise ValueError("CE and LS rows share no seed; cannot compare seed by seed")
+    better = [(lsv[s] < ce[s]) if expect == "lower" else (lsv[s] > ce[s]) for s in seeds]
+    return {"CE": fmt_mean_std([ce[s] for s in seeds], digits=digits, scale=scale),
+            "LS": fmt_mean_std([lsv[s] for s in seeds], digits=digits, scale=scale),
+            "ce_mean": mean_std([ce[s] for s in seeds])[0], "ls_mean": mean_std([lsv[s] for s in seeds])[0],
+            "agree": f"{sum(better)}/{len(seeds)}", "holds": all(better)}
+
+
+#: Müller, Kornblith & Hinton (2019), Table 2: test accuracy (%) without / with label smoothing, as published.
 MULLER2019_TABLE2: tuple[dict[str, str], ...] = (
     {"data set": "CIFAR-10", "architecture": "AlexNet", "CE": "86.8 ± 0.2", "LS": "86.7 ± 0.3"},
     {"data set": "CIFAR-100", "architecture": "ResNet-56", "CE": "72.1 ± 0.3", "LS": "72.7 ± 0.3"},
@@ -535,11 +579,10 @@ def plot_template_projections(models: Mapping[str, nn.Module], splits: Mapping[s
             axes[i, j].set_xlim(float(centre[0]) - half, float(centre[0]) + half)
             axes[i, j].set_ylim(float(centre[1]) - half, float(centre[1]) + half)
             axes[i, j].set_aspect("equal", adjustable="box")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    for h in handles:
-        h.set_alpha(1.0)
-        h.set_sizes([30])
-    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.01))
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", markersize=6, color=colors[k], label=names[k]) for k in range(3)]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.01))
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.05, 1, 1))

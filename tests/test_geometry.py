@@ -289,3 +289,23 @@ def test_loss_label():
     assert G.loss_label({"name": "ce"}) == "CE"
     with pytest.raises(ValueError, match="'ce' or 'ls'"):
         G.loss_label({"name": "als"})
+
+
+def test_compare_losses_pairs_seeds_and_checks_direction():
+    rows = [{"loss": loss, "seed": s, "split": sp, "t": v}
+            for loss, s, sp, v in [("CE", 0, "val", 2.0), ("CE", 1, "val", 3.0), ("CE", 2, "val", 4.0),
+                                   ("LS ε=0.1", 0, "val", 1.0), ("LS ε=0.1", 1, "val", 3.5),
+                                   ("LS ε=0.1", 2, "val", 2.0),
+                                   ("CE", 0, "train", 0.0)]]
+    out = G.compare_losses(rows, "t", split="val", digits=1)
+    assert out["CE"] == "3.0 ± 1.0" and out["agree"] == "2/3" and out["holds"] is False
+    assert out["ls_mean"] == pytest.approx(6.5 / 3)
+    assert G.compare_losses(rows, "t", split="val", expect="higher")["agree"] == "1/3"
+    with pytest.raises(ValueError, match="exactly 'CE' and one LS"):
+        G.compare_losses(rows, "t", split="train")
+    with pytest.raises(ValueError, match="no rows for split"):
+        G.compare_losses(rows, "t", split="test")
+    with pytest.raises(ValueError, match="metric 'u'"):
+        G.compare_losses(rows, "u", split="val")
+    with pytest.raises(ValueError, match="expect"):
+        G.compare_losses(rows, "t", split="val", expect="smaller")
