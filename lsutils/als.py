@@ -30,11 +30,11 @@ from .registry import register_loss
 
 __all__ = ["als_loss", "non_max_std", "als_term_gradient_norm", "ALS_DEFAULT_LAMBDA", "OOD_SETS", "OOD_SCORES",
            "noise_images", "transformed_images", "digits_ood_like", "build_ood_sets", "ood_rows", "ood_table",
-           "sorted_mean_probabilities", "logit_summary", "MODEL_COLORS", "plot_score_histograms", "plot_logit_norms",
-           "plot_sorted_probabilities", "plot_pull", "plot_lambda_sweep", "als_settings", "select_lambda"]
+           "sorted_mean_probabilities", "logit_summary", "model_outputs", "mean_metric", "evaluate_ood_run", "MODEL_COLORS", "plot_score_histograms", "plot_logit_norms",
+           "plot_sorted_probabilities", "plot_pull", "plot_lambda_sweep", "plot_ood_examples", "als_settings", "select_lambda"]
 
-#: λ of :func:`als_loss` when none is given: the λ of the sweep (1, 2, 5, 10, 20) with the best validation accuracy
-#: in the ``cpu`` profile (seed 0), which chapter 6 re-derives with :func:`select_lambda` and trains with all seeds.
+#: λ of :func:`als_loss` when none is given: the λ that :func:`select_lambda` (one-standard-error rule on validation
+#: accuracy) picks from the sweep (1, 2, 5, 10, 20) in the ``cpu`` profile (seed 0); chapter 6 re-derives it.
 ALS_DEFAULT_LAMBDA = 5.0
 # Below this variance of the non-maximal probabilities the square root is treated as flat (zero gradient):
 # d sqrt(v)/dv = 1/(2 sqrt v) is infinite at v = 0, e.g. for K = 2 (one non-maximal probability) or exactly
@@ -434,6 +434,52 @@ def ood_table(rows: Sequence[Mapping[str, Any]], metric: str = "auroc", column: 
     return wide
 
 
+def model_outputs(model: Any, x_id: torch.Tensor, sets: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits of ``model`` on the ID images ``x_id`` ``(N, C, H, W)`` and on every OOD set: ``((N, K), {name: (M, K)})``.
+
+    Uses :func:`lsutils.predict_logits` (eval mode, no gradients, CPU float32 results).
+    """
+    from .models import predict_logits
+
+    if not isinstance(sets, Mapping):
+        raise TypeError(f"sets must be a mapping {{name: images}}, got {type(sets).__name__}")
+    return predict_logits(model, x_id), {name: predict_logits(model, x) for name, x in sets.items()}
+
+
+def evaluate_ood_run(run: Any, data: Any, sets: Mapping[str, torch.Tensor], **labels: Any):
+    """Everything chapter 6 measures on one trained model: ``(rows, summary, (logits_id, logits_ood))``.
+
+    ``run``: a :class:`~lsutils.TrainedRun` (or a bare model); ``data``: the ID :class:`~lsutils.ImageDataset`
+    (its test split is the ID set); ``sets``: ``{name: OOD images}``; ``labels``: columns for every row (e.g.
+    ``model="LS", seed=0``). ``rows`` are :func:`ood_rows`; ``summary`` is ``labels`` + ``val_acc`` (the last
+    validation accuracy of the run's history, if any) + :func:`logit_summary` of the ID test logits.
+    """
+    model = getattr(run, "model", run)
+    if not hasattr(data, "test"):
+        raise TypeError(f"data must be an lsutils ImageDataset (from load_dataset), got {type(data).__name__}")
+    z_id, z_ood = model_outputs(model, data.test.x, sets)
+    summary: dict[str, Any] = dict(labels)
+    history = getattr(run, "history", None) or {}
+    if history.get("val_acc"):
+        summary["val_acc"] = float(history["val_acc"][-1])
+    summary.update(logit_summary(z_id, data.test.y))
+    return ood_rows(z_id, z_ood, **labels), summary, (z_id, z_ood)
+
+
+def mean_metric(rows: Sequence[Mapping[str, Any]], metric: str = "auroc", **where: Any) -> float:
+    """The mean of ``metric`` over the rows of :func:`ood_rows` that match ``where`` (e.g. ``model="LS", score="MSP"``).
+
+    >>> rows = [{"model": "CE", "score": "MSP", "auroc": 0.8}, {"model": "CE", "score": "MSP", "auroc": 0.9}]
+    >>> round(mean_metric(rows, model="CE", score="MSP"), 3)
+    0.85
+    """
+    check_choice("metric", metric, _OOD_METRICS)
+    picked = [float(r[metric]) for r in rows if all(r.get(k) == v for k, v in where.items())]
+    if not picked:
+        raise ValueError(f"no row matches {where}; e.g. the first row is {dict(rows[0]) if rows else None}")
+    return sum(picked) / len(picked)
+
+
 def sorted_mean_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """The mean over examples of each example's probability vector sorted in decreasing order, shape ``(K,)``.
 
@@ -546,6 +592,43 @@ def plot_score_histograms(logits_id: Mapping[str, torch.Tensor], logits_ood: Map
     return fig
 
 
+def plot_ood_examples(sets: Mapping[str, torch.Tensor], mean: Sequence[float] | float, std: Sequence[float] | float,
+                      id_images: torch.Tensor | None = None, n: int = 6):
+    """A grid of example images: one row per set (the ID images first, if given), ``n`` images per row.
+
+    ``sets``: ``{name: (M, C, H, W)}`` normalised images; ``mean``/``std``: the normalisation to undo (per channel).
+    Returns the ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(sets, Mapping) or not sets:
+        raise TypeError(f"sets must be a non-empty mapping {{name: (M, C, H, W) images}}, got {type(sets).__name__}")
+    n = _check_count("n", n)
+    rows = ({"ID test": id_images} if id_images is not None else {}) | dict(sets)
+    c = next(iter(rows.values())).shape[1]
+    m = torch.tensor(_check_stats("mean", mean, c)).view(1, c, 1, 1)
+    s = torch.tensor(_check_stats("std", std, c)).view(1, c, 1, 1)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 1.2, 1.15 * len(rows)), squeeze=False)
+    for r, (name, x) in enumerate(rows.items()):
+        check_tensor(f"sets[{name!r}]", x, floating=True)
+        if x.dim() != 4 or x.shape[1] != c:
+            raise ValueError(f"sets[{name!r}] must have shape (M, {c}, H, W), got {tuple(x.shape)}")
+        shown = (x[:n] * s + m).clamp(0, 1)
+        for j in range(n):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(shown):
+                img = shown[j].permute(1, 2, 0).squeeze(-1).numpy()
+                ax.imshow(img, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
+            else:
+                ax.axis("off")
+        kind = OOD_SETS.get(name, ("",))[0]
+        axes[r, 0].set_ylabel(f"{name}\n({kind})" if kind else name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_logit_norms(logits_by_model: Mapping[str, torch.Tensor], ax: Any = None, bins: int = 50):
     """Histograms of the logit norm ‖z‖₂ per model (ID test set): label smoothing's shrunken scale. Returns the Axes."""
     import numpy as np
@@ -618,7 +701,7 @@ def plot_pull(logits: torch.Tensor, target: torch.Tensor, lam: float, ax: Any = 
 
 def plot_lambda_sweep(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, str], x: str = "lam",
                       reference: Mapping[str, Mapping[str, float]] | None = None):
-    """One panel per metric: ``rows`` (one dict per trained λ) plotted against ``rows[i][x]`` on a log axis.
+    """One panel per metric (three per row): ``rows`` (one dict per trained λ) against ``rows[i][x]`` on a log axis.
 
     ``metrics``: ``{key in rows: panel title}``. ``reference``: optional ``{label: {metric: value}}`` drawn as
     horizontal lines (e.g. the CE and LS models). Returns the ``Figure``.
@@ -633,15 +716,19 @@ def plot_lambda_sweep(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, s
         if k not in rows[0]:
             raise ValueError(f"rows lack the key {k!r}; keys present: {sorted(rows[0])}")
     order = sorted(rows, key=lambda r: r[x])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
-    for ax, (k, title) in zip(axes[0], metrics.items()):
+    ncols = min(3, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    for ax, (k, title) in zip(axes.flat, metrics.items()):
         ax.plot([r[x] for r in order], [r[k] for r in order], marker="o", color=MODEL_COLORS["ALS"], label="ALS")
         for i, (label, values) in enumerate((reference or {}).items()):
             if k in values:
                 ax.axhline(values[k], linestyle="--", color=_color(label, i), label=label)
         ax.set_xscale("log")
         ax.set_xlabel("λ" if x == "lam" else x)
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -668,19 +755,27 @@ def als_settings(profile: Any) -> dict[str, Any]:
             "n_ood": 500 if profile.name == "smoke" else 2000, "seeds": tuple(profile.seeds)}
 
 
-def select_lambda(rows: Sequence[Mapping[str, Any]], key: str = "val_acc") -> float:
-    """The λ of the row with the largest ``key`` (ties: the smaller λ) — an in-distribution-only choice.
+def select_lambda(rows: Sequence[Mapping[str, Any]], n_val: int, key: str = "val_acc") -> float:
+    """The one-standard-error rule on validation accuracy: the largest λ whose ``key`` is within one SE of the best.
 
-    ``rows``: one dict per λ with keys ``"lam"`` and ``key`` (e.g. the validation accuracy). No OOD data is used:
+    ``rows``: one dict per λ with keys ``"lam"`` and ``key`` (an accuracy in [0, 1] measured on ``n_val`` validation
+    images). The standard error of the best accuracy ``a`` is the binomial ``sqrt(a (1 - a) / n_val)``; every λ whose
+    accuracy is at least ``a - SE`` is statistically as accurate, and among those the rule takes the most regularised
+    one (Breiman et al.'s 1-SE rule): a λ so small that it changes nothing is no test of ALS. No OOD data is used:
     at training time a detector has none.
 
-    >>> select_lambda([{"lam": 1.0, "val_acc": 0.88}, {"lam": 5.0, "val_acc": 0.89}, {"lam": 20.0, "val_acc": 0.89}])
+    >>> rows = [{"lam": 1.0, "val_acc": 0.885}, {"lam": 5.0, "val_acc": 0.884}, {"lam": 10.0, "val_acc": 0.870}]
+    >>> select_lambda(rows, n_val=5000)       # SE = 0.0045: 0.884 is within it, 0.870 is not
     5.0
     """
     if not rows:
         raise ValueError("rows is empty; need one row per λ")
+    n_val = _check_count("n_val", n_val)
     for i, r in enumerate(rows):
         if "lam" not in r or key not in r:
             raise ValueError(f"rows[{i}] must have the keys 'lam' and {key!r}, has {sorted(r)}")
-    best = max(rows, key=lambda r: (float(r[key]), -float(r["lam"])))
-    return float(best["lam"])
+        if not 0.0 <= float(r[key]) <= 1.0:
+            raise ValueError(f"rows[{i}][{key!r}] must be an accuracy in [0, 1], got {r[key]}")
+    best = max(float(r[key]) for r in rows)
+    se = (best * (1.0 - best) / n_val) ** 0.5
+    return max(float(r["lam"]) for r in rows if float(r[key]) >= best - se - 1e-12)

@@ -308,12 +308,31 @@ def test_ood_rows_and_table():
     assert list(table.columns) == ["CE", "ALS"]
     assert table.index.tolist()[:3] == [("noise", "MSP"), ("noise", "MaxLogit"), ("noise", "Energy")]
     assert table.loc[("noise", "MSP"), "CE"] == f"{100 * r['auroc']:.1f} ± 0.0"      # same scores for both seeds
+    assert math.isclose(als.mean_metric(rows, model="CE", ood="noise", score="MSP"), r["auroc"])
+    assert math.isclose(als.mean_metric(rows, "fpr95", kind="far", score="MSP"),
+                        np.mean([x["fpr95"] for x in rows if x["kind"] == "far" and x["score"] == "MSP"]))
+    with pytest.raises(ValueError, match="no row matches"):
+        als.mean_metric(rows, model="LS")
     with pytest.raises(ValueError, match="metric"):
         als.ood_table(rows, metric="accuracy")
     with pytest.raises(ValueError, match="classes"):
         als.ood_rows(z_id, {"noise": torch.randn(4, 3)})
     with pytest.raises(TypeError, match="mapping"):
         als.ood_rows(z_id, z_far)
+
+
+def test_model_outputs():
+    model = ls.build_model("mlp", 4, 1, width=8, image_size=6)
+    z_id, z_ood = als.model_outputs(model, torch.randn(5, 1, 6, 6), {"a": torch.randn(3, 1, 6, 6)})
+    assert z_id.shape == (5, 4) and z_ood["a"].shape == (3, 4)
+    split = ls.Split(torch.randn(6, 1, 6, 6), torch.arange(6) % 4)
+    data = ls.ImageDataset("fashion_mnist", ("a", "b", "c", "d"), split, split, split, (0.0,), (1.0,))
+    run = ls.TrainedRun(None, model, {"val_acc": [0.5, 0.75]}, "key", True, 0.0)
+    rows, summary, (z, zo) = als.evaluate_ood_run(run, data, {"a": torch.randn(3, 1, 6, 6)}, model="X", seed=1)
+    assert len(rows) == 3 and summary["val_acc"] == 0.75 and summary["model"] == "X" and "p_max" in summary
+    assert torch.equal(z, ls.predict_logits(model, split.x))
+    with pytest.raises(TypeError, match="mapping"):
+        als.model_outputs(model, torch.randn(5, 1, 6, 6), [torch.randn(3, 1, 6, 6)])
 
 
 def test_summaries():
@@ -329,11 +348,16 @@ def test_summaries():
 
 
 def test_select_lambda_and_settings():
-    rows = [{"lam": 1.0, "val_acc": 0.88}, {"lam": 5.0, "val_acc": 0.89}, {"lam": 20.0, "val_acc": 0.85}]
-    assert als.select_lambda(rows) == 5.0
-    assert als.select_lambda(rows + [{"lam": 2.0, "val_acc": 0.89}]) == 2.0            # ties: the smaller λ
+    rows = [{"lam": 1.0, "val_acc": 0.885}, {"lam": 5.0, "val_acc": 0.8810}, {"lam": 20.0, "val_acc": 0.85}]
+    assert als.select_lambda(rows, n_val=5000) == 5.0                  # SE = 0.0045: 0.881 is as good as 0.885
+    assert als.select_lambda(rows, n_val=50_000) == 1.0                # SE = 0.0014: now it is not
+    assert als.select_lambda(rows, n_val=50) == 20.0                   # SE = 0.045: all three tie
     with pytest.raises(ValueError, match="val_acc"):
-        als.select_lambda([{"lam": 1.0}])
+        als.select_lambda([{"lam": 1.0}], n_val=10)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        als.select_lambda([{"lam": 1.0, "val_acc": 88.5}], n_val=10)
+    with pytest.raises(TypeError, match="n_val"):
+        als.select_lambda(rows, n_val=0.5)
     for name in ("smoke", "cpu"):
         s = als.als_settings(ls.get_profile(name))
         assert als.ALS_DEFAULT_LAMBDA in s["lam_grid"] and 0 < s["epsilon"] < 1 and s["seeds"] == ls.get_profile(name).seeds
@@ -361,6 +385,8 @@ def test_figures_draw_what_they_say():
     fig = als.plot_lambda_sweep([{"lam": 1.0, "acc": 0.8}, {"lam": 5.0, "acc": 0.9}], {"acc": "accuracy"},
                                 reference={"CE": {"acc": 0.85}})
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 2
+    fig = als.plot_lambda_sweep([{"lam": 1.0, **{k: 0.5 for k in "abcd"}}], {k: k for k in "abcd"})
+    assert len(fig.axes) == 6 and sum(ax.axison for ax in fig.axes) == 4   # 3 per row, spare panels hidden
     with pytest.raises(ValueError, match="no OOD set"):
         als.plot_score_histograms(z, ood, ["svhn"])
     with pytest.raises(ValueError, match="scores"):
