@@ -43,6 +43,7 @@ from .registry import LossContext, register_loss
 __all__ = ["risk_coverage_curve", "aurc", "optimal_aurc", "excess_aurc", "selective_risk",
            "pnorm_logit_score", "select_pnorm", "selective_report", "run_scores", "plot_risk_coverage",
            "plot_with_without", "ls_differences", "with_without_table", "compare_confidences",
+           "plot_ls_difference",
            "SmoothedDistillationLoss", "token_loss_report", "chapter8_settings", "regularizer_specs",
            "model_size_specs"]
 
@@ -426,8 +427,13 @@ def compare_confidences(model: torch.nn.Module, val: Any, test: Any, *, ps: Iter
     """Selective classification of one model with two confidences: the MSP and MaxLogit-pNorm.
 
     ``p`` is chosen on ``val`` (a split with ``.x``, ``.y``) by :func:`select_pnorm`; both scores are then
-    evaluated on ``test``. Returns ``{"p": p, "rows": [one :func:`selective_report` dict per score, with key
-    "confidence"], "scores": {name: (confidence (N,), correct (N,))}}`` (for :func:`plot_risk_coverage`).
+    evaluated on ``test``. Returns a dict with
+
+    * ``"p"``: the chosen ``p``; ``"val_aurc"``: ``{"MSP": ..., "MaxLogit-pNorm": ...}`` on validation;
+      ``"fallback"``: whether the MSP is at least as good as every ``p`` on validation (then Cattelan &
+      Silva's procedure keeps the MSP; the test rows still report MaxLogit-pNorm at the chosen ``p``);
+    * ``"rows"``: one :func:`selective_report` dict per score, with keys ``"confidence"``, ``"p"`` and ``"fallback"``;
+    * ``"scores"``: ``{name: (confidence (N,), correct (N,))}`` on test, for :func:`plot_risk_coverage`.
     """
     from .models import predict_logits
 
@@ -436,11 +442,44 @@ def compare_confidences(model: torch.nn.Module, val: Any, test: Any, *, ps: Iter
             raise TypeError(f"{name} must be a split with .x and .y (e.g. data.val), got {type(split).__name__}")
     z_val, z_test = predict_logits(model, val.x), predict_logits(model, test.x)
     fit = select_pnorm(z_val, val.y, ps)
+    fallback = fit["msp_aurc"] <= fit["aurc"][fit["p"]]
     correct = z_test.argmax(1) == test.y
     scores = {"MSP": msp_score(z_test), "MaxLogit-pNorm": pnorm_logit_score(z_test, fit["p"])}
-    rows = [{"confidence": name, "p": fit["p"] if name != "MSP" else None,
+    rows = [{"confidence": name, "p": fit["p"] if name != "MSP" else None, "fallback": fallback,
              **selective_report(z_test, test.y, conf, coverages)} for name, conf in scores.items()]
-    return {"p": fit["p"], "rows": rows, "scores": {k: (v, correct) for k, v in scores.items()}}
+    return {"p": fit["p"], "fallback": fallback, "val_aurc": {"MSP": fit["msp_aurc"], "MaxLogit-pNorm": fit["aurc"][fit["p"]]},
+            "rows": rows, "scores": {k: (v, correct) for k, v in scores.items()}}
+
+
+def plot_ls_difference(rows: Sequence[Mapping[str, Any]], by: str, metric: str, *, ax: Any = None,
+                       scale: float = 1.0, ylabel: str | None = None, title: str | None = None,
+                       epsilon_key: str = "epsilon", seed_key: str = "seed") -> Any:
+    """The paired effect of label smoothing, LS − CE per seed (:func:`ls_differences`), for each value of ``by``.
+
+    Markers: mean ± std over seeds of ``scale · (metric_LS − metric_CE)``; small dots: the single seeds; a line at 0
+    (no effect). Returns the Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    from .report import mean_std
+
+    groups, _ = _groups_and_epsilons(rows, [by, metric, seed_key], epsilon_key)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) + 1.5), 3.4))
+    ax.axhline(0.0, color="gray", lw=1)
+    for i, g in enumerate(groups):
+        d = [scale * v for v in ls_differences(rows, by, g, metric, epsilon_key=epsilon_key, seed_key=seed_key)]
+        m, sd = mean_std(d)
+        ax.plot([i] * len(d), d, ".", color="C3", alpha=0.4, ms=5)
+        ax.errorbar([i], [m], yerr=[sd], fmt="o", color="C3", capsize=4)
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels([str(g) for g in groups])
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_ylabel(ylabel or f"{metric}: LS − CE")
+    ax.grid(axis="y", alpha=0.3)
+    if title is not None:
+        ax.set_title(title)
+    return ax
 
 
 # --------------------------------------------------------------------------------------------- padded sequences
@@ -564,7 +603,7 @@ def chapter8_settings(profile: Any) -> dict[str, Any]:
       i.e. 2 and 4 convolution channels instead of 32 and 64);
     * ``distill_temperature``, ``distill_beta``: the distillation row (teacher = the profile's CE model);
     * ``pnorm_grid``: the ``p`` values :func:`select_pnorm` chooses from; ``coverage``: where the
-      selective risk is read.
+      selective risk is read (0.5: the most confident half, where LS's damage shows).
 
     >>> from lsutils.config import get_profile
     >>> chapter8_settings(get_profile("cpu"))["seeds"]
@@ -575,7 +614,7 @@ def chapter8_settings(profile: Any) -> dict[str, Any]:
             raise TypeError(f"profile must be an lsutils Profile (from get_profile()), got {type(profile).__name__}")
     return {"seeds": tuple(profile.seeds[:2]), "epsilon": 0.1, "epsilon_strong": 0.3, "dropout": 0.3,
             "weight_decay": float(profile.weight_decay), "tiny_width": 2 if profile.model == "cnn" else 4,
-            "distill_temperature": 4.0, "distill_beta": 0.5, "pnorm_grid": tuple(range(1, 10)), "coverage": 0.8}
+            "distill_temperature": 4.0, "distill_beta": 0.5, "pnorm_grid": tuple(range(1, 10)), "coverage": 0.5}
 
 
 def regularizer_specs(profile: Any, seed: int, epsilon: float, *, distill: bool | None = None) -> dict[str, Any]:

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 import lsutils as ls
 from lsutils.selective import (aurc, chapter8_settings, compare_confidences, excess_aurc, ls_differences,
-                               model_size_specs, optimal_aurc, with_without_table,
-                               plot_risk_coverage, plot_with_without, pnorm_logit_score, regularizer_specs,
+                               model_size_specs, optimal_aurc, plot_ls_difference, plot_risk_coverage,
+                               plot_with_without, pnorm_logit_score, regularizer_specs, with_without_table,
                                risk_coverage_curve, run_scores, select_pnorm, selective_report, selective_risk,
                                token_loss_report)
 
@@ -180,6 +180,10 @@ def test_compare_confidences_on_a_real_model(small_trained, fashion_mnist_small)
     out = compare_confidences(model, fashion_mnist_small.val, test, ps=(1, 2, 4), coverages=(0.5,))
     z_val = ls.predict_logits(model, fashion_mnist_small.val.x)
     assert out["p"] == select_pnorm(z_val, fashion_mnist_small.val.y, ps=(1, 2, 4))["p"]
+    fit = select_pnorm(z_val, fashion_mnist_small.val.y, ps=(1, 2, 4))
+    assert out["fallback"] == (fit["msp_aurc"] <= fit["aurc"][out["p"]])
+    assert out["val_aurc"] == {"MSP": fit["msp_aurc"], "MaxLogit-pNorm": fit["aurc"][out["p"]]}
+    assert all(r["fallback"] == out["fallback"] for r in out["rows"])
     names = [r["confidence"] for r in out["rows"]]
     assert names == ["MSP", "MaxLogit-pNorm"] and set(out["scores"]) == set(names)
     z = ls.predict_logits(model, test.x)
@@ -223,6 +227,9 @@ def test_plots():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["CE (ε = 0)", "LS (ε = 0.1)"]
     with pytest.raises(ValueError):
         plot_with_without([{"row": "a"}], by="row", metric="acc")
+    ax = plot_ls_difference(rows, by="row", metric="acc", scale=100)
+    means = [round(float(c.lines[0].get_ydata()[0]), 6) for c in ax.containers]
+    assert means == [-10.0, -10.0]           # only seeds with both runs are paired: a: 70 - 80, b: 50 - 60
     conf = torch.tensor([0.9, 0.8, 0.7, 0.6])
     ok = torch.tensor([True, True, False, True])
     ax = plot_risk_coverage({"x": (conf, ok), "y": (1 - conf, ok)}, max_coverage=0.5)
