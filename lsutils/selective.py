@@ -244,8 +244,8 @@ def selective_report(logits: torch.Tensor, labels: torch.Tensor, confidence: tor
                      coverages: Sequence[float] = (0.8,)) -> dict[str, float]:
     """Accuracy, AURC, E-AURC and the selective risk at the given coverages of one confidence score.
 
-    ``confidence`` ``(N,)`` defaults to the MSP (:func:`lsutils.msp_score`) of ``logits (N, K)``; ``labels`` ``(N,)``. Keys: ``acc``,
-    ``aurc``, ``e_aurc`` and ``risk@80`` (for coverage 0.8, and so on).
+    ``confidence`` ``(N,)`` defaults to the MSP (:func:`lsutils.msp_score`) of ``logits (N, K)``; ``labels``
+    ``(N,)``. Keys: ``acc``, ``aurc``, ``e_aurc`` and ``risk@80`` (for coverage 0.8, and so on).
 
     >>> z = torch.tensor([[3.0, 0.0], [0.1, 0.0], [2.0, 0.0]]); y = torch.tensor([0, 1, 0])
     >>> selective_report(z, y)["acc"]
@@ -447,8 +447,9 @@ def compare_confidences(model: torch.nn.Module, val: Any, test: Any, *, ps: Iter
     scores = {"MSP": msp_score(z_test), "MaxLogit-pNorm": pnorm_logit_score(z_test, fit["p"])}
     rows = [{"confidence": name, "p": fit["p"] if name != "MSP" else None, "fallback": fallback,
              **selective_report(z_test, test.y, conf, coverages)} for name, conf in scores.items()]
-    return {"p": fit["p"], "fallback": fallback, "val_aurc": {"MSP": fit["msp_aurc"], "MaxLogit-pNorm": fit["aurc"][fit["p"]]},
-            "rows": rows, "scores": {k: (v, correct) for k, v in scores.items()}}
+    val_aurc = {"MSP": fit["msp_aurc"], "MaxLogit-pNorm": fit["aurc"][fit["p"]]}
+    return {"p": fit["p"], "fallback": fallback, "val_aurc": val_aurc, "rows": rows,
+            "scores": {k: (v, correct) for k, v in scores.items()}}
 
 
 def plot_ls_difference(rows: Sequence[Mapping[str, Any]], by: str, metric: str, *, ax: Any = None,
