@@ -27,5 +27,6 @@ from .metrics import *  # noqa: F401,F403
 # chapter modules (one line each; keep this marker last)
 from .distill import *  # noqa: F401,F403
 from .geometry import *  # noqa: F401,F403
+from .selective import *  # noqa: F401,F403
 from .schedules import *  # noqa: F401,F403
 from .als import *  # noqa: F401,F403
