@@ -64,9 +64,7 @@ def _optimiser(model: torch.nn.Module, lr: float, weight_decay: float, total_ste
     from lsutils import train
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps,
-                                                pct_start=train._PCT_WARMUP, anneal_strategy="cos",
-                                                div_factor=25.0, final_div_factor=1e4)
+    sched = train.one_cycle_schedule(opt, lr, total_steps)
     return opt, sched
 
 

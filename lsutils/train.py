@@ -248,6 +248,21 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 
 
 # --------------------------------------------------------------------------------------------- fit
+def one_cycle_schedule(optimizer: torch.optim.Optimizer, lr: float, total_steps: int):
+    """The trainer's learning-rate schedule: one-cycle over ``total_steps`` (25 % cosine warm-up from ``lr/25``).
+
+    A run too short for a warm-up of at least two steps (``total_steps < 8``) keeps ``lr`` constant instead:
+    ``OneCycleLR`` divides by the warm-up length minus one and fails (ZeroDivisionError) or misbehaves there.
+    """
+    if total_steps * _PCT_WARMUP < 2:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total_steps, pct_start=_PCT_WARMUP, anneal_strategy="cos",
+        div_factor=25.0, final_div_factor=1e4)
+
+
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *, epochs: int, batch_size: int,
          lr: float, weight_decay: float, seed: int, device: Any, augment: bool, val: Any, progress: bool,
          desc: str | None, leave: bool) -> dict[str, list[float]]:
@@ -297,9 +312,7 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, 
     autocast, scaler = _amp_settings(dev)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=total_steps, pct_start=_PCT_WARMUP, anneal_strategy="cos",
-        div_factor=25.0, final_div_factor=1e4)
+    scheduler = one_cycle_schedule(optimizer, lr, total_steps)
     generator = torch.Generator().manual_seed(seed)
 
     history: dict[str, list[float]] = {"train_loss": [], "train_acc": [], "seconds": []}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import dataclasses
 import os
 import pathlib
@@ -504,3 +505,14 @@ def test_benchmark_quick_prints_ratio_last(fashion_mnist_root):
     assert re.fullmatch(r"ratio: \d+\.\d\d", lines[-1]), out.stdout
     assert float(lines[-1].split()[1]) > 0
     assert any("user loop" in line and "samples/s" in line for line in lines)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 7, 8, 40])
+def test_fit_runs_with_very_few_steps(n):
+    # OneCycleLR divides by zero for 4 total steps; the trainer keeps lr constant for runs under 8 steps
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x, y = torch.randn(n, 1, 2, 2), torch.randint(0, 3, (n,))
+    hist = fit(model, x, y, torch.nn.functional.cross_entropy, epochs=1, batch_size=1, lr=1e-2, device="cpu",
+               progress=False)
+    assert len(hist["train_loss"]) == 1 and math.isfinite(hist["train_loss"][0])
