@@ -39,6 +39,7 @@ noise a model memorised) and :func:`plot_mean_std`.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -365,7 +366,8 @@ def practice_settings(profile: Any) -> dict[str, Any]:
       ``cpu`` chapter within its time budget);
     * ``noise``: fractions of training labels replaced by another class, ``(0.0, 0.2, 0.4)``;
     * ``noise_epsilons``: ``(0.0, 0.1, 0.3)`` (CE, the usual ε, a large one);
-    * ``schedule_epsilon``: ``0.1``, the start of the annealed schedules; ``schedules``: ``("linear", "cosine")``;
+    * ``schedule_epsilon``: ``0.1``, the start of the annealed schedules; ``schedules``: the ones trained,
+      ``("linear",)`` (cosine is drawn but not trained: two more models would break the ``cpu`` budget);
     * ``ols_alpha``: ``0.5`` (Zhang et al.'s value);
     * ``curve_epsilons``: ``(0.0, 0.05, 0.1, 0.2, 0.3)``, the ε sweep of the calibration chapter (cached), for
       the validation curve;
@@ -388,7 +390,7 @@ def practice_settings(profile: Any) -> dict[str, Any]:
     grid = (0.0, 0.1, 0.2, 0.3)
     lr = float(profile.lr)
     return {"seeds": seeds, "noise": (0.0, 0.2, 0.4), "noise_epsilons": (0.0, 0.1, 0.3),
-            "schedule_epsilon": 0.1, "schedules": ("linear", "cosine"), "ols_alpha": 0.5,
+            "schedule_epsilon": 0.1, "schedules": ("linear",), "ols_alpha": 0.5,
             "curve_epsilons": (0.0, 0.05, 0.1, 0.2, 0.3), "grid_epsilons": grid, "search_budget": len(grid),
             "search_seed": 0,
             "epsilon_range": (0.01, 0.4), "lr_range": (lr / 3.0, lr * 3.0)}
@@ -462,8 +464,30 @@ def select_best(rows: Sequence[Mapping[str, Any]], metric: str = "val_acc", *, h
 
 
 # --------------------------------------------------------------------------------------------- scoring
-def score_runs(runs: Iterable[Any], data: Any, *, n_bins: int = 15, splits: Sequence[str] = ("val", "test")
-               ) -> list[dict[str, Any]]:
+_LOGITS_MEMO: "OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
+_LOGITS_MEMO_SIZE = 128
+
+
+def _split_logits(run: Any, name: str, split: Any, memo: bool) -> torch.Tensor:
+    """Logits of ``run.model`` on ``split.x``, memoised per (run key, split name) for this exact input tensor."""
+    from .models import predict_logits
+
+    key = (str(getattr(run, "key", "")), name)
+    if memo and key[0] and key in _LOGITS_MEMO:
+        x_ref, logits = _LOGITS_MEMO[key]
+        if x_ref is split.x:
+            _LOGITS_MEMO.move_to_end(key)
+            return logits
+    logits = predict_logits(run.model, split.x)
+    if memo and key[0]:
+        _LOGITS_MEMO[key] = (split.x, logits)
+        while len(_LOGITS_MEMO) > _LOGITS_MEMO_SIZE:
+            _LOGITS_MEMO.popitem(last=False)
+    return logits
+
+
+def score_runs(runs: Iterable[Any], data: Any, *, n_bins: int = 15, splits: Sequence[str] = ("val", "test"),
+               temperature_scaling: bool = False, memo: bool = True) -> list[dict[str, Any]]:
     """Accuracy, NLL and ECE of trained runs on the clean splits of ``data``, one dict per run.
 
     Args:
@@ -472,17 +496,29 @@ def score_runs(runs: Iterable[Any], data: Any, *, n_bins: int = 15, splits: Sequ
             its labels are the clean ones — label noise only ever touches the training set.
         n_bins: calibration bins (15, as Guo et al. and Müller et al.).
         splits: which of ``data``'s splits to score (``"train"``, ``"val"``, ``"test"``).
+        temperature_scaling: also fit one temperature on the validation logits
+            (:func:`lsutils.metrics.fit_temperature`) and add ``temperature``, ``test_ece_ts``
+            and ``test_nll_ts`` (needs ``"val"`` and ``"test"`` in ``splits``).
+        memo: reuse the logits of a run already scored on the same split tensor in this process
+            (keyed by the run's cache key, which fixes its weights; the last 128 are kept), so a
+            chapter that scores one cached model in several experiments predicts once. ``False``
+            always recomputes (e.g. after changing a model's weights in place).
 
     Returns:
         For each run: ``method`` and ``epsilon`` (:func:`describe_loss`), ``loss`` (the spec's name),
         ``schedule``, ``label_noise``, ``lr``, ``seed``, then ``{split}_acc``, ``{split}_nll``,
-        ``{split}_ece`` (from :func:`lsutils.metrics.calibration_report`) for every split.
+        ``{split}_ece`` (from :func:`lsutils.metrics.calibration_report`) and ``{split}_conf`` (the mean
+        confidence, i.e. mean max probability: below the accuracy = under-confident) for every split.
     """
-    from .metrics import calibration_report
-    from .models import predict_logits
+    from .metrics import calibration_report, fit_temperature
 
     if isinstance(splits, str) or not all(isinstance(s, str) for s in splits):
         raise TypeError(f"splits must be a sequence of split names, e.g. ('val', 'test'), got {splits!r}")
+    for flag, value in (("temperature_scaling", temperature_scaling), ("memo", memo)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {value!r}")
+    if temperature_scaling and not {"val", "test"} <= set(splits):
+        raise ValueError(f"temperature_scaling=True needs 'val' (to fit T) and 'test' in splits, got {tuple(splits)}")
     for s in splits:
         check_choice("splits entry", s, ("train", "val", "test"))
         if not hasattr(data, s):
@@ -496,13 +532,19 @@ def score_runs(runs: Iterable[Any], data: Any, *, n_bins: int = 15, splits: Sequ
         row: dict[str, Any] = {**describe_loss(loss), "loss": loss["name"],
                                "schedule": loss.get("schedule", "constant" if loss["name"] in ("ce", "ls") else "-"),
                                "label_noise": float(spec.label_noise), "lr": float(spec.lr), "seed": int(spec.seed)}
+        logits = {}
         for s in splits:
             split = getattr(data, s)
-            logits = predict_logits(run.model, split.x)
-            rep = calibration_report(logits, split.y, n_bins=n_bins)
+            logits[s] = _split_logits(run, s, split, memo)
+            rep = calibration_report(logits[s], split.y, n_bins=n_bins)
             row[f"{s}_acc"] = float(rep["acc"])
             row[f"{s}_nll"] = float(rep["nll"])
             row[f"{s}_ece"] = float(rep["ece"])
+            row[f"{s}_conf"] = float(logits[s].softmax(1).max(1).values.mean())
+        if temperature_scaling:
+            t = fit_temperature(logits["val"], data.val.y)
+            ts = calibration_report(logits["test"], data.test.y, n_bins=n_bins, temperature=t)
+            row.update(temperature=float(t), test_ece_ts=float(ts["ece"]), test_nll_ts=float(ts["nll"]))
         rows.append(row)
     return rows
 
@@ -511,11 +553,11 @@ def noisy_label_fit(run: Any, data: Any) -> dict[str, float]:
     """How much of the label noise a trained model has *memorised*, on its own training set.
 
     The noisy labels are rebuilt exactly as the trainer made them (:func:`~lsutils.train.add_label_noise`
-    with the spec's ``label_noise`` and ``data_seed``). Among the flipped training examples, returns
-    the fraction the model predicts as the **noisy** label (memorised) and as the **clean** label
-    (the true class, despite the wrong label), plus ``n_flipped``; on the unflipped ones,
-    ``clean_train_acc``. ``data`` must be the dataset the run was trained on (same sizes, data seed).
-    A run without label noise gives ``n_flipped = 0`` and NaN fractions.
+    with the spec's ``label_noise`` and ``data_seed``). Among the flipped training examples (only
+    those are run through the model), returns the fraction the model predicts as the **noisy**
+    label (``fits_noisy``: memorised) and as the **clean** label (``fits_clean``: the true class,
+    despite the wrong label), and ``n_flipped``. ``data`` must be the dataset the run was trained on
+    (same sizes and data seed). A run without label noise gives ``n_flipped = 0`` and NaN fractions.
     """
     from .models import predict_logits
     from .train import add_label_noise
@@ -529,26 +571,27 @@ def noisy_label_fit(run: Any, data: Any) -> dict[str, float]:
     if spec.n_train is not None and len(y) != spec.n_train:
         raise ValueError(f"data.train has {len(y)} examples but the run was trained on n_train={spec.n_train}; "
                          f"pass the dataset of the run's profile and data seed ({spec.data_seed})")
-    k = int(data.num_classes)
-    noisy = add_label_noise(y, k, spec.label_noise, seed=spec.data_seed)
-    pred = predict_logits(run.model, data.train.x).argmax(1)
-    flipped = noisy != y
-    n = int(flipped.sum())
-    clean_acc = float((pred[~flipped] == y[~flipped]).float().mean())
+    noisy = add_label_noise(y, int(data.num_classes), spec.label_noise, seed=spec.data_seed)
+    flipped = (noisy != y).nonzero().squeeze(1)
+    n = int(flipped.numel())
     if n == 0:
-        return {"n_flipped": 0, "fits_noisy": float("nan"), "fits_clean": float("nan"), "clean_train_acc": clean_acc}
-    return {"n_flipped": n, "fits_noisy": float((pred[flipped] == noisy[flipped]).float().mean()),
-            "fits_clean": float((pred[flipped] == y[flipped]).float().mean()), "clean_train_acc": clean_acc}
+        return {"n_flipped": 0, "fits_noisy": float("nan"), "fits_clean": float("nan")}
+    pred = predict_logits(run.model, data.train.x[flipped]).argmax(1)
+    return {"n_flipped": n, "fits_noisy": float((pred == noisy[flipped]).float().mean()),
+            "fits_clean": float((pred == y[flipped]).float().mean())}
 
 
 def plot_mean_std(rows: Sequence[Mapping[str, Any]], x: str, y: str, *, by: str | None = None, ax: Any = None,
-                  scale: float = 1.0, label_fmt: Callable[[Any], str] = str, marker: str = "o") -> Any:
+                  scale: float = 1.0, label_fmt: Callable[[Any], str] = str, marker: str = "o",
+                  label: str | None = None, **errorbar_kw: Any) -> Any:
     """Plot ``mean ± std`` (error bars over the rows sharing ``x`` and ``by``) of ``y`` against ``x``, one line per ``by``.
 
     ``scale`` multiplies ``y`` (e.g. 100 for percent); ``label_fmt`` turns a ``by`` value into its legend
-    label. Numeric ``x`` values are plotted at their value; other values (e.g. method names) at
-    0, 1, 2, ... in order of first appearance, with the values as tick labels. Returns the
-    matplotlib ``Axes`` (axis labels and title are the caller's; they default to ``x`` and ``y``).
+    label (``label`` names the single line when ``by`` is ``None``). Numeric ``x`` values are
+    plotted at their value and joined by lines; other values (e.g. method names) at 0, 1, 2, ... in
+    order of first appearance, with the values as tick labels and no joining line. Further keywords
+    (``linestyle``, ``color``, ``alpha``, ...) go to ``Axes.errorbar``. Returns the matplotlib ``Axes``
+    (axis labels and title are the caller's; they default to ``x`` and ``y``).
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -573,13 +616,14 @@ def plot_mean_std(rows: Sequence[Mapping[str, Any]], x: str, y: str, *, by: str 
         pos = [float(v) for v in xs] if numeric else [order[v] for v in xs]
         means = np.array([np.mean(points[v]) for v in xs])
         stds = np.array([np.std(points[v], ddof=1) if len(points[v]) > 1 else 0.0 for v in xs])
-        ax.errorbar(pos, means, yerr=stds, marker=marker, capsize=3, label=None if g is None else label_fmt(g))
+        kw = {"linestyle": "-" if numeric else "none", "capsize": 3, **errorbar_kw}
+        ax.errorbar(pos, means, yerr=stds, marker=marker, label=label if g is None else label_fmt(g), **kw)
     if not numeric:
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([str(v) for v in order])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    if by is not None:
+    if by is not None or label is not None:
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return ax

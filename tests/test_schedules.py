@@ -301,13 +301,36 @@ def test_score_runs_on_real_data(fashion_mnist_small, tmp_data_root):
         assert row["val_acc"] == pytest.approx(run.history["val_acc"][-1], abs=1e-6)
     # 40 % noisy labels cost accuracy on the clean test set
     assert rows[1]["test_acc"] < rows[0]["test_acc"]
+    # mean confidence, and temperature scaling fitted on validation
+    probs = ls.predict_logits(runs[0].model, ds.val.x).softmax(1)
+    assert rows[0]["val_conf"] == pytest.approx(float(probs.max(1).values.mean()), abs=1e-6)
+    ts_rows = score_runs(runs, ds, temperature_scaling=True)
+    for run, row in zip(runs, ts_rows):
+        zv, zt = ls.predict_logits(run.model, ds.val.x), ls.predict_logits(run.model, ds.test.x)
+        t = ls.fit_temperature(zv, ds.val.y)
+        assert row["temperature"] == pytest.approx(t)
+        assert row["test_ece_ts"] == pytest.approx(ls.expected_calibration_error((zt / t).softmax(1), ds.test.y))
+    # memo: a second scoring reuses the logits; memo=False recomputes and agrees; a changed model needs memo=False
+    again = score_runs(runs, ds, memo=False)
+    assert [r["test_acc"] for r in again] == [r["test_acc"] for r in rows]
+    with torch.no_grad():
+        runs[0].model.classifier.bias.add_(torch.arange(10.0) * 5)  # push every prediction toward class 9
+    assert score_runs(runs[:1], ds)[0]["test_acc"] == rows[0]["test_acc"]           # memoised logits
+    assert score_runs(runs[:1], ds, memo=False)[0]["test_acc"] < rows[0]["test_acc"]  # recomputed
+    with pytest.raises(ValueError, match="needs 'val'"):
+        score_runs(runs, ds, splits=("test",), temperature_scaling=True)
     # memorisation of the flipped labels, rebuilt exactly as the trainer made them
     fit = noisy_label_fit(runs[1], ds)
     assert fit["n_flipped"] == 400
     assert 0 <= fit["fits_noisy"] and 0 <= fit["fits_clean"] and fit["fits_noisy"] + fit["fits_clean"] <= 1
     assert fit["fits_clean"] > fit["fits_noisy"]  # 2 epochs: the model mostly predicts the true class
     clean = noisy_label_fit(runs[0], ds)
-    assert clean["n_flipped"] == 0 and math.isnan(clean["fits_noisy"]) and 0.5 < clean["clean_train_acc"] <= 1
+    assert clean["n_flipped"] == 0 and math.isnan(clean["fits_noisy"]) and math.isnan(clean["fits_clean"])
+    # by hand: predictions on all training images, restricted to the flipped ones
+    noisy = ls.add_label_noise(ds.train.y, 10, 0.4, seed=0)
+    pred = ls.predict_logits(runs[1].model, ds.train.x).argmax(1)
+    flipped = noisy != ds.train.y
+    assert fit["fits_noisy"] == pytest.approx(float((pred[flipped] == noisy[flipped]).float().mean()))
     from types import SimpleNamespace
 
     small = SimpleNamespace(train=SimpleNamespace(x=ds.train.x[:10], y=ds.train.y[:10]), num_classes=10)
@@ -335,3 +358,8 @@ def test_plot_mean_std():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["CE", "LS", "OLS"]
     x, y = ax.lines[0].get_data()
     assert list(x) == [0, 1, 2] and y[0] == pytest.approx(0.81)
+    assert ax.lines[0].get_linestyle() == "None"  # categories are not joined
+    # keywords reach errorbar; a single line can carry a label
+    ax = plot_mean_std(rows, "eps", "acc", label="val", linestyle="--", color="red")
+    assert ax.containers[0].lines[0].get_linestyle() == "--"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["val"]
