@@ -36,10 +36,10 @@ __all__ = ["als_loss", "non_max_std", "als_term_gradient_norm", "ALS_DEFAULT_LAM
 #: λ of :func:`als_loss` when none is given: the λ that :func:`select_lambda` (one-standard-error rule on validation
 #: accuracy) picks from the sweep (1, 2, 5, 10, 20) in the ``cpu`` profile (seed 0); chapter 6 re-derives it.
 ALS_DEFAULT_LAMBDA = 5.0
-# Below this variance of the non-maximal probabilities the square root is treated as flat (zero gradient):
-# d sqrt(v)/dv = 1/(2 sqrt v) is infinite at v = 0, e.g. for K = 2 (one non-maximal probability) or exactly
-# uniform non-maximal probabilities. 1e-12 is a standard deviation of 1e-6, far below anything that matters.
-_VAR_FLOOR = 1e-12
+# The square root is not differentiable at 0 (d sqrt(v)/dv = 1/(2 sqrt v)): the variance of exactly equal non-maximal
+# probabilities (always for K = 2) would give 0/0 = NaN gradients. Below the smallest normal number of the dtype the
+# term is therefore set to 0 with a zero gradient; above it the gradient of the std is bounded (its norm with respect
+# to p is at most 1/sqrt(K-1)), so no other guard is needed, even for the 1e-20 probabilities of a confident model.
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -74,14 +74,15 @@ def _non_max_std(probs: torch.Tensor) -> torch.Tensor:
     keep = torch.ones_like(probs).scatter_(1, probs.argmax(dim=1, keepdim=True), 0.0)   # 0 at k = argmax, else 1
     mean = (probs * keep).sum(dim=1, keepdim=True) / (k - 1)           # p̄ over the K-1 non-maximal entries
     var = ((probs - mean) * keep).pow(2).sum(dim=1) / (k - 1)           # 1/(K-1) Σ_{i≠k} (p_i - p̄)²; no sync, no copy
-    return var.clamp_min(_VAR_FLOOR).sqrt() * (var > _VAR_FLOOR)        # exactly 0 (and flat) below the floor
+    floor = torch.finfo(var.dtype).tiny
+    return var.clamp_min(floor).sqrt() * (var > floor)                  # exactly 0 (and flat) below the floor
 
 
 def non_max_std(logits: torch.Tensor) -> torch.Tensor:
     """The ALS regulariser per example: std of the ``K-1`` non-maximal softmax probabilities, shape ``(N,)``.
 
     ``logits``: ``(N, K)`` floating point. Differentiable (it is the term :func:`als_loss` adds); returns 0 for rows
-    whose non-maximal probabilities are equal (standard deviation below 1e-6), and always for ``K = 2``.
+    whose non-maximal probabilities are exactly equal, and always for ``K = 2``.
 
     >>> non_max_std(torch.tensor([[2.0, 0.0, 0.0], [2.0, 1.0, 0.0]])).round(decimals=4)
     tensor([0.0000, 0.0773])
@@ -127,7 +128,7 @@ def als_loss(logits: torch.Tensor, target: torch.Tensor, lam: float = ALS_DEFAUL
 def als_term_gradient_norm(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """How hard each part of the ALS loss pulls on each example: gradient norms with respect to its logits.
 
-    Returns a dict of ``(N,)`` tensors: ``"ce"`` = ‖∂(-log p_y)/∂z‖, ``"std"`` = ‖∂ std_nonmax/∂z‖ (the regulariser
+    Returns a dict of ``(N,)`` float64 tensors (computed in float64, so ``1 - p_max`` stays resolved near 1): ``"ce"`` = ‖∂(-log p_y)/∂z‖, ``"std"`` = ‖∂ std_nonmax/∂z‖ (the regulariser
     *before* multiplying by λ), ``"std_value"`` = the regulariser's value and ``"p_max"`` = the maximum probability.
     Per example, not averaged, so the pull can be plotted against ``p_max``: both norms vanish as ``p`` becomes
     one-hot, the regulariser's among them because the non-maximal probabilities themselves vanish.
@@ -143,8 +144,8 @@ def als_term_gradient_norm(logits: torch.Tensor, target: torch.Tensor) -> dict[s
     std = _non_max_std(p)
     (g_ce,) = torch.autograd.grad(ce.sum(), z, retain_graph=True)     # rows are independent: sum = per-row grads
     (g_std,) = torch.autograd.grad(std.sum(), z)
-    return {"ce": g_ce.norm(dim=1).float(), "std": g_std.norm(dim=1).float(), "std_value": std.detach().float(),
-            "p_max": p.detach().max(dim=1).values.float()}
+    return {"ce": g_ce.norm(dim=1), "std": g_std.norm(dim=1), "std_value": std.detach(),
+            "p_max": p.detach().max(dim=1).values}
 
 
 @register_loss("als")

@@ -74,7 +74,9 @@ def test_regulariser_is_zero_for_equal_non_max_probabilities_whatever_the_max():
 
 
 def test_gradients_are_finite_where_the_square_root_is_not_differentiable():
-    for z in (torch.tensor([[2.0, 0.0, 0.0, 0.0]]), torch.tensor([[1.0, -1.0]]), torch.zeros(3, 5)):
+    near_one_hot = torch.tensor([[60.0, 1.0, 0.0, 0.0], [80.0, 0.5, 0.0, -40.0]])      # p_i down to 1e-52
+    for z in (torch.tensor([[2.0, 0.0, 0.0, 0.0]]), torch.tensor([[1.0, -1.0]]), torch.zeros(3, 5), near_one_hot,
+              near_one_hot.double()):
         z = z.clone().requires_grad_(True)
         als.als_loss(z, torch.zeros(z.shape[0], dtype=torch.long), lam=5.0).backward()
         assert torch.isfinite(z.grad).all()
