@@ -43,8 +43,9 @@ from .registry import LossContext, register_loss, smoothing_spec
 
 __all__ = [
     "distillation_loss", "DistillationLoss", "chapter_settings", "teacher_spec", "student_spec",
-    "distillation_specs", "run_distillation", "student_table", "paired_differences",
-    "class_similarity_matrix", "nontarget_divergence", "logit_gap_statistics", "logit_difference_views",
+    "distillation_specs", "run_distillation", "teacher_logits", "student_table", "paired_differences", "paired_verdict",
+    "class_similarity_matrix", "nontarget_divergence", "nontarget_logit_std", "logit_gap_statistics",
+    "logit_difference_views", "two_class_subset", "teacher_diagnostics",
     "gaussian_mutual_information", "plot_student_heatmap", "plot_student_vs_temperature",
     "plot_similarity_matrices", "plot_logit_gaps", "best_temperature",
 ]
@@ -267,16 +268,19 @@ def chapter_settings(profile: Any) -> dict[str, Any]:
       parameters in ``cpu`` against the teacher's 422 k, a different architecture as in Müller et al.'s
       ResNet-56 → AlexNet; on CIFAR-10 (``gpu``) the ``"cnn"`` of width 16 (ResNet-20 teacher);
     * temperatures ``(1, 2, 4, 8, 16)``, ``β = 1``, seeds ``profile.seeds`` (teacher seed = student seed);
-    * MI: ``N = 600`` training images of two similar classes (300 each; Fashion-MNIST: Shirt vs
-      T-shirt/top, CIFAR-10: cat vs dog), ``L = 5`` views: shifts of up to 2 pixels plus Gaussian noise
-      of 0.1 (normalised units).
+    * MI: ``N = 600`` training images of two similar classes (300 each, fewer where the profile's
+      training set is small (``n_train / 20`` per class: 100 in ``smoke``); Fashion-MNIST: Shirt vs
+      T-shirt/top, CIFAR-10: cat vs dog), ``L = 5`` views each, under two augmentations
+      (``mi_augmentations``: name → ``(max_shift, noise_std)``): Gaussian noise of standard deviation 0.1
+      (normalised units) alone, and random shifts of up to 1 pixel plus that noise;
+    * ``dk_temperatures``: the temperatures at which the teachers' wrong-class structure is measured.
 
     >>> from lsutils.config import get_profile
     >>> s = chapter_settings(get_profile("cpu"))
     >>> s["student_model"], s["student_width"], s["temperatures"]
     ('mlp', 64, (1.0, 2.0, 4.0, 8.0, 16.0))
     """
-    for attr in ("dataset", "model", "width", "seeds"):
+    for attr in ("dataset", "n_train", "model", "width", "seeds"):
         if not hasattr(profile, attr):
             raise TypeError(f"profile must be an lsutils Profile (from get_profile()), got "
                             f"{type(profile).__name__} without .{attr}")
@@ -293,10 +297,10 @@ def chapter_settings(profile: Any) -> dict[str, Any]:
         "beta": 1.0,
         "seeds": tuple(profile.seeds),
         "mi_classes": pair,
-        "mi_per_class": 300,
+        "mi_per_class": 300 if profile.n_train is None else min(300, profile.n_train // 20),
         "mi_views": 5,
-        "mi_max_shift": 2,
-        "mi_noise_std": 0.1,
+        "mi_augmentations": {"noise 0.1": (0, 0.1), "shift ≤ 1 px + noise 0.1": (1, 0.1)},
+        "dk_temperatures": (1.0, 4.0, 16.0),
     }
 
 
@@ -308,12 +312,12 @@ def teacher_spec(profile: Any, epsilon: float, seed: int):
 
 
 def student_spec(profile: Any, seed: int, teacher: Any = None, temperature: float | None = None,
-                 beta: float = 1.0):
+                 beta: float = 1.0, **overrides: Any):
     """The student of :func:`chapter_settings`: distilled from ``teacher`` at ``temperature``, or on hard labels.
 
     ``teacher=None`` gives the hard-label baseline (plain cross-entropy); otherwise ``teacher`` is a
     :class:`~lsutils.train.RunSpec` and the loss is ``{"name": "distill", "teacher": teacher.to_dict(),
-    "temperature": float(T), "beta": float(β)}``.
+    "temperature": float(T), "beta": float(β)}``. ``overrides`` replace other fields (e.g. ``epochs=12``).
     """
     from .train import RunSpec
 
@@ -330,8 +334,8 @@ def student_spec(profile: Any, seed: int, teacher: Any = None, temperature: floa
             raise ValueError("temperature is required when distilling from a teacher")
         loss = {"name": "distill", "teacher": teacher.to_dict(), "temperature": _check_temperature(temperature),
                 "beta": _check_beta(beta)}
-    return RunSpec.from_profile(profile, loss=loss, seed=seed, model=settings["student_model"],
-                                width=settings["student_width"])
+    fields = {"model": settings["student_model"], "width": settings["student_width"], **overrides}
+    return RunSpec.from_profile(profile, loss=loss, seed=seed, **fields)
 
 
 def distillation_specs(profile: Any) -> list[tuple[dict[str, Any], Any]]:
@@ -358,13 +362,48 @@ def _accuracy(model: nn.Module, split: Any) -> float:
     return float((predict_logits(model, split.x).argmax(1) == split.y).float().mean())
 
 
+_TEACHER_OUTPUTS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+_SPLITS = ("test", "val", "train", "pair")
+
+
+def teacher_logits(profile: Any, epsilon: float, seed: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (N, K), labels (N,))`` of the teacher :func:`teacher_spec` on one split of the profile's data.
+
+    ``split``: ``"test"``, ``"val"``, ``"train"`` or ``"pair"`` (the training examples of the two
+    ``mi_classes`` of :func:`chapter_settings`, all of them). The teacher comes from the cache (trained
+    if missing); the logits (CPU, float32) are memoised in this process, because the chapter reads the
+    same teacher's test logits for its accuracy, its dark knowledge and its figures.
+    """
+    from .data import load_profile_data
+    from .models import predict_logits
+    from .train import train_model
+
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {list(_SPLITS)}, got {split!r}")
+    spec = teacher_spec(profile, epsilon, seed)
+    key = (spec.key(), split, getattr(profile, "n_test", None))
+    if key not in _TEACHER_OUTPUTS:
+        data = load_profile_data(profile)
+        if split == "pair":
+            a, b = chapter_settings(profile)["mi_classes"]
+            mask = (data.train.y == a) | (data.train.y == b)
+            x, y = data.train.x[mask], data.train.y[mask]
+        else:
+            part = getattr(data, split)
+            x, y = part.x, part.y
+        model = train_model(spec, progress=False).model
+        _TEACHER_OUTPUTS[key] = (predict_logits(model, x), y)
+    return _TEACHER_OUTPUTS[key]
+
+
 def run_distillation(profile: Any, *, progress: bool = True) -> dict[str, list[dict[str, Any]]]:
     """Train (or load) the teachers and every student of :func:`distillation_specs`; score them.
 
-    Returns ``{"teachers": rows, "students": rows}``: one dict per model with ``seed``, ``val_acc``,
-    ``test_acc`` (fractions; validation = the profile's held-out split, test = its test split), plus
-    ``eps`` for teachers and ``teacher_eps``, ``temperature`` (``None`` for the hard-label baseline)
-    and ``cached`` (whether it came from the cache) for students.
+    Returns ``{"teachers": rows, "students": rows}``: one dict per model with ``seed``, ``test_acc``
+    and ``cached`` (whether it came from the cache), plus ``eps`` for teachers and, for students,
+    ``teacher_eps``, ``temperature`` (``None`` for the hard-label baseline) and ``val_acc`` (used to
+    choose the temperature). Accuracies are fractions; validation = the profile's held-out split,
+    test = its test split.
     """
     from .data import load_profile_data
     from .train import train_many
@@ -374,9 +413,11 @@ def run_distillation(profile: Any, *, progress: bool = True) -> dict[str, list[d
     teacher_specs = [(eps, seed, teacher_spec(profile, eps, seed))
                      for seed in s["seeds"] for eps in s["teacher_epsilons"]]
     teacher_runs = train_many([t for _, _, t in teacher_specs], progress=progress)
-    teachers = [{"eps": eps, "seed": seed, "val_acc": _accuracy(run.model, data.val),
-                 "test_acc": _accuracy(run.model, data.test), "cached": run.from_cache}
-                for (eps, seed, _), run in zip(teacher_specs, teacher_runs)]
+    teachers = []
+    for (eps, seed, _), run in zip(teacher_specs, teacher_runs):
+        z, y = teacher_logits(profile, eps, seed, "test")
+        teachers.append({"eps": eps, "seed": seed, "test_acc": float((z.argmax(1) == y).float().mean()),
+                         "cached": run.from_cache})
     grid = distillation_specs(profile)
     runs = train_many([spec for _, spec in grid], progress=progress)
     students = [{**labels, "val_acc": _accuracy(run.model, data.val), "test_acc": _accuracy(run.model, data.test),
@@ -453,6 +494,28 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], eps: float, temperatur
     return [a[s] - b[s] for s in seeds]
 
 
+def paired_verdict(diffs: Sequence[float], *, scale: float = 100.0, digits: int = 1, higher: str = "higher",
+                   lower: str = "lower", none: str = "no clear difference") -> dict[str, Any]:
+    """Summarise paired per-seed differences: ``text`` (``"+0.3 ± 0.1"``, times ``scale``) and a ``verdict`` word.
+
+    The book's rule (as in the calibration chapter): a difference is *clear* only when the absolute
+    value of its mean exceeds twice its standard deviation over seeds (``ddof=1``); then the verdict is
+    ``higher`` or ``lower``, else ``none``. A rough rule for a handful of seeds, not a significance test.
+    Also returns ``mean`` and ``std`` (times ``scale``).
+
+    >>> paired_verdict([0.004, 0.005, 0.003])["verdict"], paired_verdict([0.004, -0.002])["verdict"]
+    ('higher', 'no clear difference')
+    """
+    from .report import mean_std
+
+    m, sd = mean_std(diffs)
+    if len(list(diffs)) < 2:
+        raise ValueError(f"diffs needs at least 2 paired differences (seeds) for a verdict, got {list(diffs)}")
+    verdict = (higher if m > 0 else lower) if abs(m) > 2 * sd else none
+    return {"text": f"{m * scale:+.{digits}f} ± {sd * scale:.{digits}f}", "verdict": verdict,
+            "mean": m * scale, "std": sd * scale}
+
+
 def best_temperature(rows: Sequence[Mapping[str, Any]], eps: float) -> float:
     """The grid temperature with the highest mean validation accuracy for the teacher with smoothing ``eps``."""
     grid = [r for r in _grid_rows(rows) if r["teacher_eps"] == eps]
@@ -511,6 +574,26 @@ def nontarget_divergence(logits: torch.Tensor, labels: torch.Tensor, temperature
     log_q = F.log_softmax(others, dim=1)
     entropy = -(log_q.exp() * log_q).sum(1)
     return (math.log(k - 1) - entropy).clamp_min(0.0)
+
+
+def nontarget_logit_std(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per example, the standard deviation (``ddof=0``) of the ``K − 1`` wrong-class logits ``z_{≠y}``, shape ``(N,)``.
+
+    In logit units: what distillation at a high temperature asks a student to copy, since for large
+    ``T`` the ``T²``-scaled loss tends to ``(1 / 2K) Σ_k ((s_k − s̄) − (t_k − t̄))²`` (Hinton et al. 2015).
+    0 means all wrong classes get the same logit.
+
+    >>> nontarget_logit_std(torch.tensor([[5.0, 1.0, 3.0]]), torch.tensor([0]))
+    tensor([1.])
+    """
+    _check_logits("logits", logits)
+    n, k = logits.shape
+    if k < 3:
+        raise ValueError(f"logits must have at least 3 classes (K - 1 >= 2 wrong classes), got K = {k}")
+    _check_labels("labels", labels, n, k)
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    keep[torch.arange(n, device=logits.device), labels] = False
+    return logits.float()[keep].view(n, k - 1).std(dim=1, unbiased=False)
 
 
 def logit_gap_statistics(logits: torch.Tensor, labels: torch.Tensor, class_a: int, class_b: int) -> dict[str, float]:
@@ -581,6 +664,22 @@ def logit_difference_views(model: nn.Module, x: torch.Tensor, class_a: int, clas
     return torch.stack(cols, dim=1)
 
 
+def two_class_subset(split: Any, class_a: int, class_b: int, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)``: the first ``per_class`` examples of class ``a`` then of class ``b`` in ``split`` (``.x``, ``.y``)."""
+    if not (hasattr(split, "x") and hasattr(split, "y")):
+        raise TypeError(f"split must have .x and .y (e.g. load_profile_data(p).train), got {type(split).__name__}")
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be an int >= 1, got {per_class!r}")
+    parts = []
+    for name, c in (("class_a", class_a), ("class_b", class_b)):
+        idx = torch.nonzero(split.y == c).flatten()[:per_class]
+        if idx.numel() < per_class:
+            raise ValueError(f"{name}={c!r} has only {idx.numel()} examples in the split, need per_class={per_class}")
+        parts.append(idx)
+    idx = torch.cat(parts)
+    return split.x[idx], split.y[idx]
+
+
 def gaussian_mutual_information(d: torch.Tensor, chunk: int = 2048) -> float:
     """Mutual information ``I(X; D)`` in nats between an example's index ``X`` and a scalar output ``D``.
 
@@ -629,6 +728,44 @@ def gaussian_mutual_information(d: torch.Tensor, chunk: int = 2048) -> float:
     return math.log(n) + total / flat.numel()
 
 
+def teacher_diagnostics(profile: Any, *, progress: bool = False) -> list[dict[str, Any]]:
+    """For every teacher of :func:`chapter_settings` (ε × seed), the measurements of this chapter as one row.
+
+    Keys: ``eps``, ``seed``; ``nontarget_kl_T{T}`` — mean :func:`nontarget_divergence` on the test set
+    at each ``dk_temperatures`` value; ``nontarget_logit_std`` — mean :func:`nontarget_logit_std` on
+    the test set; ``spread_ratio`` and ``within_fraction`` of :func:`logit_gap_statistics` for the
+    ``mi_classes`` pair on its training examples; ``mi[<augmentation>]`` — :func:`gaussian_mutual_information`
+    of :func:`logit_difference_views` on ``mi_per_class`` training images of each class of the pair
+    (``mi_views`` views, seed 0) for each of ``mi_augmentations``. Teachers come from the cache
+    (trained if missing).
+    """
+    from .data import load_profile_data
+    from .train import train_model
+
+    s = chapter_settings(profile)
+    data = load_profile_data(profile)
+    a, b = s["mi_classes"]
+    x2, _ = two_class_subset(data.train, a, b, s["mi_per_class"])
+    rows = []
+    for seed in s["seeds"]:
+        for eps in s["teacher_epsilons"]:
+            model = train_model(teacher_spec(profile, eps, seed), progress=progress).model
+            z_test, y_test = teacher_logits(profile, eps, seed, "test")
+            z_pair, y_pair = teacher_logits(profile, eps, seed, "pair")
+            row: dict[str, Any] = {"eps": eps, "seed": seed}
+            for temp in s["dk_temperatures"]:
+                row[f"nontarget_kl_T{temp:g}"] = float(nontarget_divergence(z_test, y_test, temp).mean())
+            row["nontarget_logit_std"] = float(nontarget_logit_std(z_test, y_test).mean())
+            gaps = logit_gap_statistics(z_pair, y_pair, a, b)
+            row["spread_ratio"], row["within_fraction"] = gaps["spread_ratio"], gaps["within_fraction"]
+            for name, (shift, noise) in s["mi_augmentations"].items():
+                d = logit_difference_views(model, x2, a, b, views=s["mi_views"], max_shift=shift, noise_std=noise,
+                                           seed=0)
+                row[f"mi[{name}]"] = gaussian_mutual_information(d)
+            rows.append(row)
+    return rows
+
+
 # --------------------------------------------------------------------------------------------- plots
 def _mean_std_grid(rows: Sequence[Mapping[str, Any]], metric: str):
     import numpy as np
@@ -666,7 +803,9 @@ def plot_student_heatmap(rows: Sequence[Mapping[str, Any]], metric: str = "test_
     im = ax.imshow(diff, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(len(epsilons)):
         for j in range(len(temps)):
-            ax.text(j, i, f"{mean[i, j]:.2f}\n± {std[i, j]:.2f}", ha="center", va="center", fontsize=9)
+            dark = abs(diff[i, j]) > 0.6 * lim
+            ax.text(j, i, f"{mean[i, j]:.2f}\n± {std[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black")
     ax.set_xticks(range(len(temps)), [f"{t:g}" for t in temps])
     ax.set_yticks(range(len(epsilons)), [f"{e:g}" for e in epsilons])
     ax.set_xlabel("distillation temperature T")
@@ -722,16 +861,18 @@ def plot_similarity_matrices(matrices: Mapping[str, torch.Tensor], class_names: 
     if len(names) != k:
         raise ValueError(f"class_names must have {k} entries, got {len(names)}")
     if axes is None:
-        _, axes = plt.subplots(1, len(mats), figsize=(5.2 * len(mats), 4.6), squeeze=False)
+        _, axes = plt.subplots(1, len(mats), figsize=(4.4 * len(mats) + 1.2, 4.6), squeeze=False,
+                               layout="constrained")
         axes = axes[0]
     lo = max(min(float(m[m > 0].min()) for m in mats.values()), 1e-6)
     norm = LogNorm(vmin=lo, vmax=1.0)
-    for ax, (title, m) in zip(axes, mats.items()):
+    for i, (ax, (title, m)) in enumerate(zip(axes, mats.items())):
         im = ax.imshow(np.clip(m, lo, 1.0), cmap="viridis", norm=norm)
         ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(k), names, fontsize=8)
+        ax.set_yticks(range(k), names if i == 0 else [], fontsize=8)
         ax.set_xlabel("class k (mean softmax probability)")
-        ax.set_ylabel("true class y")
+        if i == 0:
+            ax.set_ylabel("true class y")
         ax.set_title(title, fontsize=10)
     axes[0].figure.colorbar(im, ax=list(axes), label="mean p(k | x), log scale", shrink=0.85)
     return axes

@@ -244,6 +244,8 @@ def test_chapter_settings_and_specs_reuse_the_ce_ls_models():
     assert n_params(s_model) < 0.25 * n_params(t_model)
     baselines = [(lab, sp) for lab, sp in specs if lab["teacher_eps"] is None]
     assert len(baselines) == len(s["seeds"]) and all(sp.loss_spec() == {"name": "ce"} for _, sp in baselines)
+    longer = ls.student_spec(p, 0, teacher=want, temperature=2.0, epochs=3 * p.epochs)
+    assert longer.epochs == 3 * p.epochs and longer.model == s["student_model"]
     with pytest.raises(ValueError, match="temperature is required"):
         ls.student_spec(p, 0, teacher=want)
     with pytest.raises(TypeError, match="teacher must be a RunSpec"):
@@ -423,3 +425,42 @@ def test_mi_of_pure_noise_is_near_zero_and_invariant():
 def test_mi_errors(d, exc, match):
     with pytest.raises(exc, match=match):
         ls.gaussian_mutual_information(d)
+
+
+def test_nontarget_logit_std_and_two_class_subset(fashion_mnist_small):
+    z = torch.tensor([[5.0, 1.0, 3.0, 2.0], [0.0, 7.0, 7.0, 7.0]])
+    got = ls.nontarget_logit_std(z, torch.tensor([0, 0]))
+    assert got[0] == pytest.approx(float(torch.tensor([1.0, 3.0, 2.0]).std(unbiased=False)))
+    assert got[1] == pytest.approx(0.0)
+    x, y = ls.two_class_subset(fashion_mnist_small.train, 6, 0, per_class=30)
+    assert x.shape == (60, 1, 28, 28) and y[:30].eq(6).all() and y[30:].eq(0).all()
+    with pytest.raises(ValueError, match="has only"):
+        ls.two_class_subset(fashion_mnist_small.train, 6, 0, per_class=10_000)
+    with pytest.raises(TypeError, match="split must have"):
+        ls.two_class_subset(x, 6, 0, per_class=3)
+
+
+def test_teacher_diagnostics_on_real_data(tmp_data_root, fashion_mnist_root, monkeypatch):
+    """Trains two tiny smoke teachers (CE and LS 0.3) and measures them; LS flattens the wrong classes."""
+    p = ls.get_profile("smoke")
+    real = distill.chapter_settings(p)
+    monkeypatch.setattr(distill, "chapter_settings",
+                        lambda profile: {**real, "seeds": (0,), "teacher_epsilons": (0.0, 0.3), "mi_per_class": 40})
+    rows = ls.teacher_diagnostics(p)
+    assert [(r["eps"], r["seed"]) for r in rows] == [(0.0, 0), (0.3, 0)]
+    keys = {f"nontarget_kl_T{t:g}" for t in real["dk_temperatures"]} | {f"mi[{n}]" for n in real["mi_augmentations"]}
+    assert keys | {"nontarget_logit_std", "spread_ratio", "within_fraction"} <= set(rows[0])
+    for r in rows:
+        assert 0.0 < r["mi[noise 0.1]"] <= math.log(80) + 1e-9
+        assert r["nontarget_kl_T1"] > r["nontarget_kl_T4"] > r["nontarget_kl_T16"] >= 0.0
+    assert rows[1]["nontarget_kl_T1"] < rows[0]["nontarget_kl_T1"]       # ε = 0.3 erases wrong-class structure
+
+
+def test_paired_verdict():
+    v = ls.paired_verdict([0.004, 0.005, 0.003])
+    assert v["verdict"] == "higher" and v["text"] == "+0.4 ± 0.1"
+    assert v["mean"] == pytest.approx(0.4) and v["std"] == pytest.approx(0.1)
+    assert ls.paired_verdict([-0.01, -0.012], higher="up", lower="down")["verdict"] == "down"
+    assert ls.paired_verdict([0.01, -0.002, 0.0])["verdict"] == "no clear difference"
+    with pytest.raises(ValueError, match="at least 2"):
+        ls.paired_verdict([0.01])
