@@ -479,12 +479,14 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], eps: float, temperatur
             return {r["seed"]: r[metric] for r in rows if r["teacher_eps"] is None}
         mine = [r for r in grid if r["teacher_eps"] == e]
         if not mine:
-            raise ValueError(f"no students of a teacher with eps={e}; present: {sorted({r['teacher_eps'] for r in grid})}")
+            present = sorted({r["teacher_eps"] for r in grid})
+            raise ValueError(f"no students of a teacher with eps={e}; present: {present}")
         if t == "best":
             t = best_temperature(rows, e)
         out = {r["seed"]: r[metric] for r in mine if r["temperature"] == t}
         if not out:
-            raise ValueError(f"temperature must be one of {sorted({r['temperature'] for r in mine})} or 'best', got {t!r}")
+            temps = sorted({r["temperature"] for r in mine})
+            raise ValueError(f"temperature must be one of {temps} or 'best', got {t!r}")
         return out
 
     a, b = pick(eps, temperature), pick(reference_eps, reference_temperature)
