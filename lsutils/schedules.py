@@ -84,6 +84,15 @@ def epsilon_at(progress: float, epsilon: float, schedule: str = "linear", final_
     return final_epsilon + (epsilon - final_epsilon) * factor
 
 
+
+def _check_epoch(epoch: int, epochs: int) -> None:
+    """The trainer's ``start_epoch(epoch, epochs)`` arguments: ints with ``0 <= epoch < epochs``."""
+    for name, value in (("epoch", epoch), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if epochs < 1 or not 0 <= epoch < epochs:
+        raise ValueError(f"need 0 <= epoch < epochs and epochs >= 1, got epoch={epoch}, epochs={epochs}")
+
 class ScheduledSmoothingLoss:
     """Label-smoothed cross-entropy whose ``ε`` follows :func:`epsilon_at` over training.
 
@@ -122,11 +131,7 @@ class ScheduledSmoothingLoss:
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Tell the loss that epoch ``epoch`` (0-based) of ``epochs`` begins."""
-        for name, value in (("epoch", epoch), ("epochs", epochs)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-        if epochs < 1 or not 0 <= epoch < epochs:
-            raise ValueError(f"need 0 <= epoch < epochs and epochs >= 1, got epoch={epoch}, epochs={epochs}")
+        _check_epoch(epoch, epochs)
         self.epoch, self.epochs, self.seen = epoch, epochs, 0
 
     def progress(self) -> float:
@@ -273,11 +278,7 @@ class OnlineLabelSmoothingLoss:
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Begin epoch ``epoch``: the statistics gathered since the last call become ``S`` (if any were gathered)."""
-        for name, value in (("epoch", epoch), ("epochs", epochs)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-        if epochs < 1 or not 0 <= epoch < epochs:
-            raise ValueError(f"need 0 <= epoch < epochs and epochs >= 1, got epoch={epoch}, epochs={epochs}")
+        _check_epoch(epoch, epochs)
         if self._sums is not None and self._epoch is not None and epoch > 0:
             self.matrix = _normalise_rows(self._sums, self._counts)
             self.history.append(self.matrix.detach().cpu().clone())

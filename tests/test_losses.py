@@ -15,13 +15,8 @@ import lsutils as ls
 import lsutils.losses as losses_module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is ~10x faster than OpenMP's spin-up on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_doctests():
