@@ -553,6 +553,18 @@ def class_similarity_matrix(logits: torch.Tensor, labels: torch.Tensor, temperat
     return sums / counts[:, None].to(probs.dtype)
 
 
+def _wrong_class_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The ``(N, K - 1)`` float32 logits of the wrong classes (the true class removed), after checking the inputs."""
+    _check_logits("logits", logits)
+    n, k = logits.shape
+    if k < 3:
+        raise ValueError(f"logits must have at least 3 classes (K - 1 >= 2 wrong classes), got K = {k}")
+    _check_labels("labels", labels, n, k)
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    keep[torch.arange(n, device=logits.device), labels] = False
+    return logits.float()[keep].view(n, k - 1)
+
+
 def nontarget_divergence(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Per example, ``KL(q ‖ uniform) = log(K − 1) − H(q)`` in nats, where ``q = softmax(z_{≠y} / T)``.
 
@@ -564,15 +576,9 @@ def nontarget_divergence(logits: torch.Tensor, labels: torch.Tensor, temperature
     >>> nontarget_divergence(torch.tensor([[5.0, 1.0, 1.0]]), torch.tensor([0]))
     tensor([0.])
     """
-    _check_logits("logits", logits)
-    n, k = logits.shape
-    if k < 3:
-        raise ValueError(f"logits must have at least 3 classes (K - 1 >= 2 wrong classes), got K = {k}")
-    _check_labels("labels", labels, n, k)
     temperature = _check_temperature(temperature)
-    keep = torch.ones_like(logits, dtype=torch.bool)
-    keep[torch.arange(n, device=logits.device), labels] = False
-    others = logits.float()[keep].view(n, k - 1) / temperature
+    others = _wrong_class_logits(logits, labels) / temperature
+    k = logits.shape[1]
     log_q = F.log_softmax(others, dim=1)
     entropy = -(log_q.exp() * log_q).sum(1)
     return (math.log(k - 1) - entropy).clamp_min(0.0)
@@ -588,14 +594,7 @@ def nontarget_logit_std(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     >>> nontarget_logit_std(torch.tensor([[5.0, 1.0, 3.0]]), torch.tensor([0]))
     tensor([1.])
     """
-    _check_logits("logits", logits)
-    n, k = logits.shape
-    if k < 3:
-        raise ValueError(f"logits must have at least 3 classes (K - 1 >= 2 wrong classes), got K = {k}")
-    _check_labels("labels", labels, n, k)
-    keep = torch.ones_like(logits, dtype=torch.bool)
-    keep[torch.arange(n, device=logits.device), labels] = False
-    return logits.float()[keep].view(n, k - 1).std(dim=1, unbiased=False)
+    return _wrong_class_logits(logits, labels).std(dim=1, unbiased=False)
 
 
 def logit_gap_statistics(logits: torch.Tensor, labels: torch.Tensor, class_a: int, class_b: int) -> dict[str, float]:
