@@ -34,6 +34,15 @@ def check_tensor(name: str, value: Any, *, floating: bool | None = None, min_dim
     return value
 
 
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """Return ``value`` if it is an int (not a bool) and at least ``minimum`` (when given), else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
 def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
     """Raise ``ValueError`` if a floating tensor holds NaN or infinity."""
     if value.is_floating_point() and not torch.isfinite(value).all():

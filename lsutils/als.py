@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_choice, check_class_indices, check_finite, check_tensor
+from ._validate import check_choice, check_class_indices, check_finite, check_int, check_tensor
 from .registry import register_loss
 
 __all__ = ["als_loss", "non_max_std", "als_term_gradient_norm", "ALS_DEFAULT_LAMBDA", "OOD_SETS", "OOD_SCORES",
@@ -187,14 +187,6 @@ def _check_stats(name: str, values: Any, channels: int) -> tuple[float, ...]:
     return vals
 
 
-def _check_count(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _normalise(u: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     m = torch.tensor(mean, dtype=u.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=u.dtype).view(1, -1, 1, 1)
@@ -212,15 +204,16 @@ def noise_images(n: int, shape: Sequence[int], mean: Sequence[float] | float, st
     >>> noise_images(3, (1, 28, 28), mean=0.286, std=0.353).shape
     torch.Size([3, 1, 28, 28])
     """
-    n = _check_count("n", n)
+    n = check_int("n", n, minimum=1)
     if isinstance(shape, (str, bytes)) or len(tuple(shape)) != 3:
         raise ValueError(f"shape must be (C, H, W), got {shape!r}")
-    c, h, w = (_check_count(f"shape[{i}]", int(v) if not isinstance(v, bool) else v) for i, v in enumerate(shape))
+    c, h, w = (check_int(f"shape[{i}]", int(v) if not isinstance(v, bool) else v, minimum=1)
+               for i, v in enumerate(shape))
     mean_t, std_t = _check_stats("mean", mean, c), _check_stats("std", std, c)
     if min(std_t) <= 0:
         raise ValueError(f"std must be > 0 per channel, got {std!r}")
     check_choice("kind", kind, _NOISE_KINDS)
-    seed = _check_count("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
     g = torch.Generator().manual_seed(seed)
     if kind == "uniform":
         u = torch.rand(n, c, h, w, generator=g)
@@ -247,8 +240,8 @@ def transformed_images(x: torch.Tensor, kind: str, seed: int = 0, grid: int = 4)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
     check_choice("kind", kind, _TRANSFORMS)
-    seed = _check_count("seed", seed, minimum=0)
-    grid = _check_count("grid", grid, minimum=2)
+    seed = check_int("seed", seed, minimum=0)
+    grid = check_int("grid", grid, minimum=2)
     n, c, h, w = x.shape
     if kind == "upside-down":
         return x.flip(2).contiguous()
@@ -279,7 +272,7 @@ def digits_ood_like(shape: Sequence[int], mean: Sequence[float] | float, std: Se
 
     if isinstance(shape, (str, bytes)) or len(tuple(shape)) != 3:
         raise ValueError(f"shape must be (C, H, W), got {shape!r}")
-    c, h, w = (_check_count(f"shape[{i}]", v) for i, v in enumerate(shape))
+    c, h, w = (check_int(f"shape[{i}]", v, minimum=1) for i, v in enumerate(shape))
     if h != w:
         raise ValueError(f"digits are square: shape must have H == W, got {tuple(shape)}")
     mean_t, std_t = _check_stats("mean", mean, c), _check_stats("std", std, c)
@@ -322,8 +315,8 @@ def build_ood_sets(data: Any, n: int = 2000, seed: int = 0, download: bool | Non
     for attr in ("test", "mean", "std", "input_shape"):
         if not hasattr(data, attr):
             raise TypeError(f"data must be an lsutils ImageDataset (from load_dataset), got {type(data).__name__}")
-    n = _check_count("n", n)
-    seed = _check_count("seed", seed, minimum=0)
+    n = check_int("n", n, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     if download is not None and not isinstance(download, bool):
         raise TypeError(f"download must be True, False or None, got {download!r}")
     shape = tuple(data.input_shape)
@@ -567,7 +560,7 @@ def plot_score_histograms(logits_id: Mapping[str, torch.Tensor], logits_ood: Map
                 raise ValueError(f"logits_ood[{m!r}] has no OOD set {name!r}; it has {list(logits_ood[m])}")
     for s in scores:
         check_choice("scores", s, OOD_SCORES)
-    bins = _check_count("bins", bins, minimum=2)
+    bins = check_int("bins", bins, minimum=2)
     fns = _score_functions()
     fig, axes = plt.subplots(len(scores), len(ids), figsize=(3.6 * len(ids), 2.9 * len(scores)),
                              sharex="row", squeeze=False)
@@ -604,7 +597,7 @@ def plot_ood_examples(sets: Mapping[str, torch.Tensor], mean: Sequence[float] | 
 
     if not isinstance(sets, Mapping) or not sets:
         raise TypeError(f"sets must be a non-empty mapping {{name: (M, C, H, W) images}}, got {type(sets).__name__}")
-    n = _check_count("n", n)
+    n = check_int("n", n, minimum=1)
     rows = ({"ID test": id_images} if id_images is not None else {}) | dict(sets)
     c = next(iter(rows.values())).shape[1]
     m = torch.tensor(_check_stats("mean", mean, c)).view(1, c, 1, 1)
@@ -635,7 +628,7 @@ def plot_logit_norms(logits_by_model: Mapping[str, torch.Tensor], ax: Any = None
     import numpy as np
 
     models = _check_models("logits_by_model", logits_by_model)
-    bins = _check_count("bins", bins, minimum=2)
+    bins = check_int("bins", bins, minimum=2)
     ax = _new_ax(ax)
     norms = {m: z.double().norm(dim=1).numpy() for m, z in models.items()}
     edges = np.linspace(0.0, max(v.max() for v in norms.values()), bins + 1)
@@ -677,7 +670,7 @@ def plot_pull(logits: torch.Tensor, target: torch.Tensor, lam: float, ax: Any = 
     import numpy as np
 
     lam = _check_lam(lam)
-    bins = _check_count("bins", bins, minimum=2)
+    bins = check_int("bins", bins, minimum=2)
     g = als_term_gradient_norm(logits, target)
     gap = (1.0 - g["p_max"].double()).clamp_min(1e-12).numpy()
     lo = max(np.quantile(gap, 0.001), 1e-12)
@@ -771,7 +764,7 @@ def select_lambda(rows: Sequence[Mapping[str, Any]], n_val: int, key: str = "val
     """
     if not rows:
         raise ValueError("rows is empty; need one row per λ")
-    n_val = _check_count("n_val", n_val)
+    n_val = check_int("n_val", n_val, minimum=1)
     for i, r in enumerate(rows):
         if "lam" not in r or key not in r:
             raise ValueError(f"rows[{i}] must have the keys 'lam' and {key!r}, has {sorted(r)}")

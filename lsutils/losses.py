@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ._validate import (check_choice, check_class_indices, check_finite, check_num_classes, check_positive,
+from ._validate import (check_choice, check_class_indices, check_finite, check_int, check_num_classes, check_positive,
                         check_probability, check_tensor)
 from .registry import register_loss
 from .targets import annotated_transformer_targets, smooth_binary_targets
@@ -63,12 +63,6 @@ def _check_logits_target(logits: torch.Tensor, target: torch.Tensor) -> bool:
         raise ValueError(f"target of class indices must have shape {expected} for logits of shape "
                          f"{tuple(logits.shape)} (classes on dim 1), got {tuple(target.shape)}")
     return False
-
-
-def _check_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    return value
 
 
 def _check_weight(weight: torch.Tensor | None, num_classes: int) -> None:
@@ -115,7 +109,7 @@ def smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: 
     soft = _check_logits_target(logits, target)
     epsilon = check_probability("epsilon", epsilon)
     check_choice("reduction", reduction, _REDUCTIONS)
-    _check_int("ignore_index", ignore_index)
+    check_int("ignore_index", ignore_index)
     num_classes = logits.shape[1]
     _check_weight(weight, num_classes)
     # broadcast a (K,) vector along dim 1 of (N, K, d1, ...)
@@ -175,7 +169,7 @@ def fairseq_smoothed_nll_loss(logits: torch.Tensor, target: torch.Tensor, epsilo
     epsilon = check_probability("epsilon", epsilon)
     check_choice("reduction", reduction, _REDUCTIONS)
     if ignore_index is not None:
-        _check_int("ignore_index", ignore_index)
+        check_int("ignore_index", ignore_index)
     num_classes = logits.shape[1]
     check_class_indices("target", target, num_classes, ignore_index=ignore_index)
     keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
@@ -292,7 +286,7 @@ def numeric_logit_gap(num_classes: int, alpha: float, steps: int = 200, seed: in
         raise ValueError("alpha must be > 0: with alpha=0 (plain cross-entropy) the loss has no finite minimiser, "
                          "the logit gap grows without bound")
     steps = int(check_positive("steps", steps, integer=True, minimum=1))
-    gen = torch.Generator().manual_seed(_check_int("seed", seed))
+    gen = torch.Generator().manual_seed(check_int("seed", seed))
     z = torch.randn(1, num_classes, generator=gen, dtype=torch.float64).requires_grad_(True)
     y = torch.zeros(1, dtype=torch.long)
     opt = torch.optim.LBFGS([z], lr=1.0, max_iter=steps, tolerance_grad=1e-12, tolerance_change=1e-14,
@@ -346,7 +340,7 @@ def smoothing_changes_loss(make_loss: Callable[[float], Callable[[torch.Tensor, 
     if logits is None:
         num_classes = check_num_classes(num_classes)
         batch_size = int(check_positive("batch_size", batch_size, integer=True, minimum=1))
-        gen = torch.Generator().manual_seed(_check_int("seed", seed))
+        gen = torch.Generator().manual_seed(check_int("seed", seed))
         logits = 2.0 * torch.randn(batch_size, num_classes, generator=gen)
         target = torch.randint(0, num_classes, (batch_size,), generator=gen)
     else:

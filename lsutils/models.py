@@ -39,17 +39,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import check_choice, check_num_classes, check_positive, check_probability, check_tensor
+from ._validate import check_choice, check_int, check_num_classes, check_positive, check_probability, check_tensor
 
 __all__ = ["SmallCNN", "CifarResNet", "MLP", "build_model", "available_models", "predict_logits", "penultimate"]
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_dropout(dropout: Any) -> float:
@@ -92,7 +84,7 @@ class SmallCNN(_TwoPart):
         check_num_classes(num_classes)
         for name, value in [("in_channels", in_channels), ("width", width), ("hidden", hidden),
                             ("image_size", image_size)]:
-            _check_int(name, value)
+            check_int(name, value, minimum=1)
         dropout = _check_dropout(dropout)
         self.image_size = image_size
         side = (image_size + 1) // 2
@@ -160,7 +152,7 @@ class CifarResNet(_TwoPart):
         super().__init__()
         check_num_classes(num_classes)
         for name, value in [("in_channels", in_channels), ("blocks_per_stage", blocks_per_stage), ("width", width)]:
-            _check_int(name, value)
+            check_int(name, value, minimum=1)
         if width % 2:
             raise ValueError(f"width must be even (option-A shortcuts zero-pad half the new channels on each side), "
                              f"got {width}")
@@ -198,8 +190,8 @@ class MLP(_TwoPart):
     def __init__(self, num_classes: int = 10, in_features: int = 784, width: int = 256, dropout: float = 0.0) -> None:
         super().__init__()
         check_num_classes(num_classes)
-        _check_int("in_features", in_features)
-        _check_int("width", width)
+        check_int("in_features", in_features, minimum=1)
+        check_int("width", width, minimum=1)
         dropout = _check_dropout(dropout)
         self.in_features = in_features
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU(inplace=True),
@@ -247,11 +239,11 @@ def build_model(name: str, num_classes: int, in_channels: int, width: int | None
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     check_choice("name", name, available_models())
     check_num_classes(num_classes)
-    _check_int("in_channels", in_channels)
-    width = _DEFAULT_WIDTH[name] if width is None else _check_int("width", width)
+    check_int("in_channels", in_channels, minimum=1)
+    width = _DEFAULT_WIDTH[name] if width is None else check_int("width", width, minimum=1)
     if image_size is None:
         image_size = 28 if in_channels == 1 else 32
-    _check_int("image_size", image_size)
+    check_int("image_size", image_size, minimum=1)
     if name == "cnn":
         return SmallCNN(num_classes, in_channels, width=width, image_size=image_size, dropout=dropout, **kw)
     if name == "mlp":

@@ -45,7 +45,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import check_class_indices, check_finite, check_positive, check_probability, check_tensor
+from ._validate import (check_class_indices, check_finite, check_int, check_positive, check_probability,
+                        check_tensor)
 
 __all__ = ["Batch", "fit", "evaluate", "augment_batch", "add_label_noise", "RunSpec", "TrainedRun",
            "train_model", "train_many", "cache_path", "CACHE_FORMAT"]
@@ -70,14 +71,6 @@ class Batch:
 
     x: torch.Tensor
     index: torch.Tensor
-
-
-def _check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_real(name: str, value: Any, *, positive: bool = False) -> float:
@@ -177,7 +170,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad
     check_tensor("x", x, floating=True)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, C, H, W) for augmentation, got {tuple(x.shape)}")
-    _check_int("padding", padding, minimum=0)
+    check_int("padding", padding, minimum=0)
     b, _, h, w = x.shape
     if padding >= min(h, w):
         raise ValueError(f"padding must be smaller than the image side ({min(h, w)}), got {padding}")
@@ -271,11 +264,11 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, 
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(logits, y), got {type(loss_fn).__name__}")
     x, y = _check_xy(x, y, "x", "y")
-    epochs = _check_int("epochs", epochs, minimum=1)
-    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    epochs = check_int("epochs", epochs, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     lr = _check_real("lr", lr, positive=True)
     weight_decay = _check_real("weight_decay", weight_decay)
-    seed = _check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
     augment = _check_bool("augment", augment)
     progress = _check_bool("progress", progress)
     if augment and x.dim() != 4:
@@ -443,7 +436,7 @@ def add_label_noise(y: torch.Tensor, num_classes: int, fraction: float, seed: in
 
     check_num_classes(num_classes)
     fraction = check_probability("fraction", fraction)
-    seed = _check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
     check_class_indices("y", y, num_classes)
     n = y.shape[0]
     n_flip = int(round(fraction * n))
@@ -533,13 +526,13 @@ class RunSpec:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise TypeError(f"{name} must be a non-empty str, got {getattr(self, name)!r}")
         if self.n_train is not None:
-            _check_int("n_train", self.n_train, minimum=1)
-        _check_int("n_val", self.n_val, minimum=0)
-        _check_int("data_seed", self.data_seed, minimum=0)
-        _check_int("width", self.width, minimum=1)
-        _check_int("epochs", self.epochs, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("seed", self.seed, minimum=0)
+            check_int("n_train", self.n_train, minimum=1)
+        check_int("n_val", self.n_val, minimum=0)
+        check_int("data_seed", self.data_seed, minimum=0)
+        check_int("width", self.width, minimum=1)
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("seed", self.seed, minimum=0)
         _check_bool("augment", self.augment)
         object.__setattr__(self, "lr", _check_real("lr", self.lr, positive=True))
         object.__setattr__(self, "weight_decay", _check_real("weight_decay", self.weight_decay))
