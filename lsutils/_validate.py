@@ -104,6 +104,27 @@ def check_class_indices(name: str, target: torch.Tensor, num_classes: int,
     return target
 
 
+def check_logits_2d(name: str, logits: Any, *, finite: bool = False) -> torch.Tensor:
+    """Return ``logits`` if it is a floating ``(N, K)`` tensor with ``K >= 2`` (and finite, if asked), else raise."""
+    check_tensor(name, logits, floating=True)
+    if logits.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, K), got {tuple(logits.shape)}")
+    if logits.shape[1] < 2:
+        raise ValueError(f"{name} must have at least K = 2 classes (dim 1), got shape {tuple(logits.shape)}")
+    if finite:
+        check_finite(name, logits)
+    return logits
+
+
+def check_labels_1d(name: str, labels: Any, n: int, num_classes: int) -> torch.Tensor:
+    """Return ``labels`` if it holds ``n`` integer class indices ``(n,)`` in ``[0, num_classes)``, else raise."""
+    check_tensor(name, labels, floating=False)
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) (one class index per row of the logits), "
+                         f"got {tuple(labels.shape)}")
+    return check_class_indices(name, labels, num_classes)
+
+
 def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
     """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:

@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_choice, check_class_indices, check_finite, check_int, check_tensor
+from ._validate import (check_choice, check_finite, check_int, check_labels_1d, check_logits_2d,
+                        check_tensor)
 from .registry import register_loss
 
 __all__ = ["als_loss", "non_max_std", "als_term_gradient_norm", "ALS_DEFAULT_LAMBDA", "OOD_SETS", "OOD_SCORES",
@@ -44,17 +45,8 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_logits_target(logits: Any, target: Any) -> None:
-    check_tensor("logits", logits, floating=True)
-    if logits.dim() != 2:
-        raise ValueError(f"logits must have shape (N, K), got {tuple(logits.shape)}")
-    if logits.shape[1] < 2:
-        raise ValueError(f"logits must have at least K = 2 classes (dim 1), got shape {tuple(logits.shape)}")
-    check_finite("logits", logits)
-    check_tensor("target", target, floating=False)
-    if target.shape != (logits.shape[0],):
-        raise ValueError(f"target must hold one class index per row of logits, shape ({logits.shape[0]},), "
-                         f"got {tuple(target.shape)}")
-    check_class_indices("target", target, logits.shape[1])
+    check_logits_2d("logits", logits, finite=True)
+    check_labels_1d("target", target, logits.shape[0], logits.shape[1])
 
 
 def _check_lam(lam: Any) -> float:
@@ -358,14 +350,6 @@ OOD_SCORES = ("MSP", "MaxLogit", "Energy")
 _OOD_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
 
 
-def _check_logits2d(name: str, logits: Any) -> torch.Tensor:
-    check_tensor(name, logits, floating=True)
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(f"{name} must have shape (N, K) with K >= 2, got {tuple(logits.shape)}")
-    check_finite(name, logits)
-    return logits
-
-
 def ood_rows(logits_id: torch.Tensor, logits_ood: Mapping[str, torch.Tensor], **labels: Any) -> list[dict[str, Any]]:
     """One row per (OOD set, score) with AUROC, AUPR-In, AUPR-Out and FPR@95 %TPR (ID = positive class).
 
@@ -381,14 +365,14 @@ def ood_rows(logits_id: torch.Tensor, logits_ood: Mapping[str, torch.Tensor], **
     """
     from .metrics import ood_metrics
 
-    _check_logits2d("logits_id", logits_id)
+    check_logits_2d("logits_id", logits_id, finite=True)
     if not isinstance(logits_ood, Mapping) or not logits_ood:
         raise TypeError(f"logits_ood must be a non-empty mapping {{set name: (M, K) logits}}, got {type(logits_ood).__name__}")
     fns = _score_functions()
     id_scores = {s: fns[s](logits_id) for s in OOD_SCORES}
     rows = []
     for name, z in logits_ood.items():
-        _check_logits2d(f"logits_ood[{name!r}]", z)
+        check_logits_2d(f"logits_ood[{name!r}]", z, finite=True)
         if z.shape[1] != logits_id.shape[1]:
             raise ValueError(f"logits_ood[{name!r}] has {z.shape[1]} classes, logits_id {logits_id.shape[1]}")
         for s in OOD_SCORES:
@@ -484,7 +468,7 @@ def sorted_mean_probabilities(logits: torch.Tensor) -> torch.Tensor:
     >>> sorted_mean_probabilities(torch.tensor([[0.0, 2.0], [1.0, 1.0]])).round(decimals=3)
     tensor([0.6900, 0.3100])
     """
-    _check_logits2d("logits", logits)
+    check_logits_2d("logits", logits, finite=True)
     return logits.double().softmax(dim=1).sort(dim=1, descending=True).values.mean(dim=0).float()
 
 
@@ -500,7 +484,7 @@ def logit_summary(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float
     >>> s["acc"], round(s["p_max"], 3), s["tail_decades"]
     (1.0, 0.787, 0.0)
     """
-    _check_logits2d("logits", logits)
+    check_logits_2d("logits", logits, finite=True)
     check_tensor("labels", labels, floating=False)
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
@@ -523,7 +507,7 @@ _OTHER_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", 
 def _check_models(name: str, value: Any) -> dict[str, torch.Tensor]:
     if not isinstance(value, Mapping) or not value:
         raise TypeError(f"{name} must be a non-empty mapping {{model name: (N, K) logits}}, got {type(value).__name__}")
-    return {str(k): _check_logits2d(f"{name}[{k!r}]", v) for k, v in value.items()}
+    return {str(k): check_logits_2d(f"{name}[{k!r}]", v, finite=True) for k, v in value.items()}
 
 
 def _color(model: str, i: int) -> str:

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import check_class_indices, check_finite, check_probability, check_tensor
+from ._validate import check_finite, check_labels_1d, check_logits_2d, check_probability, check_tensor
 from .registry import LossContext, register_loss, smoothing_spec
 
 __all__ = [
@@ -72,23 +72,6 @@ def _check_beta(beta: Any) -> float:
     return beta
 
 
-def _check_logits(name: str, logits: Any) -> torch.Tensor:
-    check_tensor(name, logits, floating=True)
-    if logits.dim() != 2:
-        raise ValueError(f"{name} must have shape (N, K), got {tuple(logits.shape)}")
-    if logits.shape[1] < 2:
-        raise ValueError(f"{name} must have at least 2 classes (K >= 2), got shape {tuple(logits.shape)}")
-    return logits
-
-
-def _check_labels(name: str, labels: Any, n: int, num_classes: int) -> torch.Tensor:
-    check_tensor(name, labels, floating=False)
-    if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},) (one class index per row of the logits), "
-                         f"got {tuple(labels.shape)}")
-    return check_class_indices(name, labels, num_classes)
-
-
 # --------------------------------------------------------------------------------------------- the loss
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None,
                       temperature: float, beta: float) -> torch.Tensor:
@@ -111,8 +94,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     >>> round(float(distillation_loss(s, t, torch.tensor([0]), temperature=1.0, beta=0.0)), 4)  # = CE(s, 0)
     0.1698
     """
-    _check_logits("student_logits", student_logits)
-    _check_logits("teacher_logits", teacher_logits)
+    check_logits_2d("student_logits", student_logits)
+    check_logits_2d("teacher_logits", teacher_logits)
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(f"teacher_logits must have the shape of student_logits {tuple(student_logits.shape)}, "
                          f"got {tuple(teacher_logits.shape)}")
@@ -123,7 +106,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
             raise ValueError(f"target (hard labels) is needed when beta < 1 (the hard-label term has weight "
                              f"1 - beta = {1 - beta:g}); pass target=None only with beta=1")
     else:
-        _check_labels("target", target, student_logits.shape[0], student_logits.shape[1])
+        check_labels_1d("target", target, student_logits.shape[0], student_logits.shape[1])
     loss = student_logits.new_zeros(())
     if beta > 0:
         log_p_s = F.log_softmax(student_logits / temperature, dim=1)
@@ -540,9 +523,9 @@ def class_similarity_matrix(logits: torch.Tensor, labels: torch.Tensor, temperat
     >>> torch.allclose(m.sum(1), torch.ones(2))
     True
     """
-    _check_logits("logits", logits)
+    check_logits_2d("logits", logits)
     k = logits.shape[1]
-    _check_labels("labels", labels, logits.shape[0], k)
+    check_labels_1d("labels", labels, logits.shape[0], k)
     temperature = _check_temperature(temperature)
     probs = F.softmax(logits.float() / temperature, dim=1)
     counts = torch.bincount(labels, minlength=k)
@@ -555,11 +538,11 @@ def class_similarity_matrix(logits: torch.Tensor, labels: torch.Tensor, temperat
 
 def _wrong_class_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The ``(N, K - 1)`` float32 logits of the wrong classes (the true class removed), after checking the inputs."""
-    _check_logits("logits", logits)
+    check_logits_2d("logits", logits)
     n, k = logits.shape
     if k < 3:
         raise ValueError(f"logits must have at least 3 classes (K - 1 >= 2 wrong classes), got K = {k}")
-    _check_labels("labels", labels, n, k)
+    check_labels_1d("labels", labels, n, k)
     keep = torch.ones_like(logits, dtype=torch.bool)
     keep[torch.arange(n, device=logits.device), labels] = False
     return logits.float()[keep].view(n, k - 1)
@@ -606,9 +589,9 @@ def logit_gap_statistics(logits: torch.Tensor, labels: torch.Tensor, class_a: in
     and ``within_fraction`` = within-class variance / total variance of ``d`` over both classes
     (0 = every example of a class sits at its class's mean: nothing tells one example from another).
     """
-    _check_logits("logits", logits)
+    check_logits_2d("logits", logits)
     n, k = logits.shape
-    _check_labels("labels", labels, n, k)
+    check_labels_1d("labels", labels, n, k)
     for name, c in (("class_a", class_a), ("class_b", class_b)):
         if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k:
             raise ValueError(f"{name} must be a class index in [0, {k - 1}], got {c!r}")

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_class_indices, check_finite, check_probability, check_tensor
+from ._validate import (check_class_indices, check_finite, check_labels_1d, check_logits_2d, check_probability,
+                        check_tensor)
 from .metrics import msp_score
 from .registry import LossContext, register_loss
 
@@ -74,24 +75,6 @@ def _as_correct(value: Any, n: int) -> torch.Tensor:
             raise ValueError("correct must hold booleans or 0/1 values (1 = the prediction is right)")
         value = value.bool()
     return value
-
-
-def _check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
-    check_tensor(name, logits, floating=True)
-    if logits.dim() != 2:
-        raise ValueError(f"{name} must have shape (N, K), got {tuple(logits.shape)}")
-    if logits.shape[1] < 2:
-        raise ValueError(f"{name} must have at least 2 classes (K >= 2), got K = {logits.shape[1]}")
-    check_finite(name, logits)
-    return logits
-
-
-def _check_labels(labels: Any, n: int, k: int) -> torch.Tensor:
-    check_tensor("labels", labels, floating=False)
-    if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(f"labels must have shape ({n},) to match the logits, got {tuple(labels.shape)}")
-    check_class_indices("labels", labels, k)
-    return labels
 
 
 # --------------------------------------------------------------------------------------------- risk-coverage
@@ -201,7 +184,7 @@ def pnorm_logit_score(logits: torch.Tensor, p: float = 2.0, *, center: bool = Tr
     >>> [round(v, 4) for v in pnorm_logit_score(z, p=2).tolist()]
     [0.8165, 0.8165]
     """
-    logits = _check_logits(logits)
+    logits = check_logits_2d("logits", logits, finite=True)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p) or p <= 0:
         raise ValueError(f"p must be a positive real number or math.inf, got {p!r}")
     if not isinstance(center, bool):
@@ -229,8 +212,8 @@ def select_pnorm(logits: torch.Tensor, labels: torch.Tensor, ps: Iterable[float]
     >>> sorted(r["aurc"]), r["p"] in (1, 2, 8)
     ([1, 2, 8], True)
     """
-    logits = _check_logits(logits)
-    labels = _check_labels(labels, logits.shape[0], logits.shape[1])
+    logits = check_logits_2d("logits", logits, finite=True)
+    labels = check_labels_1d("labels", labels, logits.shape[0], logits.shape[1])
     ps = list(ps)
     if not ps:
         raise ValueError("ps is empty; give at least one p, e.g. ps=(1, 2, 4)")
@@ -251,8 +234,8 @@ def selective_report(logits: torch.Tensor, labels: torch.Tensor, confidence: tor
     >>> selective_report(z, y)["acc"]
     0.6666666666666666
     """
-    logits = _check_logits(logits)
-    labels = _check_labels(labels, logits.shape[0], logits.shape[1])
+    logits = check_logits_2d("logits", logits, finite=True)
+    labels = check_labels_1d("labels", labels, logits.shape[0], logits.shape[1])
     conf = msp_score(logits) if confidence is None else confidence
     correct = logits.argmax(1) == labels
     out = {"acc": float(correct.double().mean()), "aurc": aurc(conf, correct), "e_aurc": excess_aurc(conf, correct)}
@@ -274,7 +257,7 @@ def run_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_bins:
     from .models import predict_logits
 
     z = predict_logits(model, x)
-    labels = _check_labels(y, z.shape[0], z.shape[1])
+    labels = check_labels_1d("labels", y, z.shape[0], z.shape[1])
     correct = z.argmax(1) == labels
     conf = msp_score(z)
     return {"acc": accuracy(z, labels), "nll": nll(z, labels),
