@@ -34,13 +34,54 @@ def check_tensor(name: str, value: Any, *, floating: bool | None = None, min_dim
     return value
 
 
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """Return ``value`` if it is an int (not a bool) and at least ``minimum`` (when given), else raise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+def _scalar(name: str, value: Any, *, integer: bool) -> Any:
+    """The one rule for scalar arguments: Python and numpy numbers and 0-d (or one-element) tensors alike.
+
+    Booleans are refused (``True`` is not a number here). Returns a Python ``int`` or ``float``.
+    """
+    what = "an int" if integer else "a real number"
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"{name} must be {what} (or a 0-d tensor), got a tensor of shape {tuple(value.shape)}")
+        if value.dtype == torch.bool or value.is_complex() or (integer and value.is_floating_point()):
+            raise TypeError(f"{name} must be {what}, got a tensor of dtype {value.dtype}")
+        return value.item()
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy comes with torch
+        np = None
+    if np is not None and isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, bool) or (np is not None and isinstance(value, np.bool_)):
+        raise TypeError(f"{name} must be {what}, got a bool ({value!r})")
+    if np is not None and isinstance(value, np.integer):
+        return int(value)
+    if not integer and np is not None and isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, int) or (not integer and isinstance(value, float)):
+        return value
+    raise TypeError(f"{name} must be {what}, got {type(value).__name__} ({value!r})")
+
+
+def as_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as a Python int: an int, a numpy integer or a 0-d integer tensor (not a bool), at least ``minimum``."""
+    value = int(_scalar(name, value, integer=True))
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def as_real(name: str, value: Any, *, finite: bool = True) -> float:
+    """``value`` as a Python float: an int, float, numpy number or 0-d real tensor (not a bool); finite unless told."""
+    value = float(_scalar(name, value, integer=False))
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """Return ``value`` as an int (see :func:`as_int`) if it is at least ``minimum`` (when given), else raise."""
+    return as_int(name, value, minimum)
 
 
 def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
@@ -52,13 +93,8 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
 
 def check_probability(name: str, value: Any, *, low: float = 0.0, high: float = 1.0,
                       low_open: bool = False, high_open: bool = False) -> float:
-    """Return ``value`` as a float if it is a real number in the interval, else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        else:
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    """Return ``value`` as a float (see :func:`as_real`) if it lies in the interval, else raise."""
+    value = as_real(name, value, finite=False)
     lo_ok = value > low if low_open else value >= low
     hi_ok = value < high if high_open else value <= high
     if math.isnan(value) or not (lo_ok and hi_ok):
@@ -69,13 +105,12 @@ def check_probability(name: str, value: Any, *, low: float = 0.0, high: float = 
 
 
 def check_positive(name: str, value: Any, *, integer: bool = False, minimum: float | None = None) -> float | int:
-    """Return ``value`` if it is a positive (optionally integer) number at least ``minimum``."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        what = "an integer" if integer else "a real number"
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    """Return ``value`` (an int if ``integer``) if it is > 0, or >= ``minimum`` when given; finite."""
+    value = as_int(name, value) if integer else as_real(name, value, finite=False)
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
     if minimum is None:
-        if not value > 0 or (isinstance(value, float) and math.isnan(value)):
+        if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
     elif not value >= minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
@@ -83,9 +118,8 @@ def check_positive(name: str, value: Any, *, integer: bool = False, minimum: flo
 
 
 def check_num_classes(num_classes: Any, name: str = "num_classes") -> int:
-    """Return ``num_classes`` if it is an integer >= 2."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"{name} must be an int, got {type(num_classes).__name__}")
+    """Return ``num_classes`` as an int if it is an integer >= 2."""
+    num_classes = as_int(name, num_classes)
     if num_classes < 2:
         raise ValueError(f"{name} must be >= 2 (label smoothing needs at least two classes), got {num_classes}")
     return num_classes
@@ -145,3 +179,11 @@ def progress_bar(*args: Any, **kwargs: Any):
     else:
         from tqdm.std import tqdm
     return tqdm(*args, **kwargs)
+
+
+def check_same_device(**tensors: Any) -> None:
+    """Raise ``ValueError`` naming the devices when the given tensors are not all on one device."""
+    devices = {name: t.device for name, t in tensors.items() if isinstance(t, torch.Tensor)}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
+        raise ValueError(f"tensors must be on the same device, got {listed}; move them with .to(device)")

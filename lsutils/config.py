@@ -30,16 +30,24 @@ profile; the default 1e-2 is AdamW's own.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import pathlib
+import re
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["Profile", "get_profile", "default_device", "PROFILE_NAMES", "PROFILE_ENV_VAR"]
+__all__ = ["Profile", "get_profile", "default_device", "precision", "autocast", "cpu_has_native_bf16", "PROFILE_NAMES",
+           "PROFILE_ENV_VAR", "PRECISION_ENV_VAR"]
 
 PROFILE_ENV_VAR = "LSUTILS_PROFILE"
+PRECISION_ENV_VAR = "LSUTILS_PRECISION"
 PROFILE_NAMES = ("smoke", "cpu", "gpu")
+_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,12 @@ class Profile:
         return (f"profile={self.name} dataset={self.dataset} n_train={size(self.n_train)} n_val={self.n_val} "
                 f"n_test={size(self.n_test)} model={self.model}(width={self.width}) epochs={self.epochs} "
                 f"batch_size={self.batch_size} lr={self.lr:g} weight_decay={self.weight_decay:g} "
-                f"augment={self.augment} seeds={self.seeds} device={self.device}")
+                f"augment={self.augment} seeds={self.seeds} device={self.device} precision={self.precision}")
+
+    @property
+    def precision(self) -> str:
+        """The trainer's arithmetic on this profile's device (:func:`precision`)."""
+        return precision(self.device)
 
 
 def default_device() -> torch.device:
@@ -83,6 +96,59 @@ def default_device() -> torch.device:
     True
     """
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (the ``avx512_bf16`` or ``amx_bf16`` instructions; Linux only).
+
+    Without them PyTorch emulates bf16 on the CPU, which is several times *slower* than float32."""
+    try:
+        flags = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def precision(device: Any = None) -> str:
+    """The arithmetic the trainer uses on ``device`` (default: :func:`default_device`): ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+
+    * CUDA: bf16 autocast where the GPU has native bf16 (Ampere and newer), else fp16 with a gradient scaler.
+    * CPU: bf16 autocast where the CPU has native bf16 instructions (:func:`cpu_has_native_bf16`; about
+      1.5–2× faster training for the book's CNN), else fp32. ``$LSUTILS_PRECISION=fp32`` forces fp32,
+      ``bf16`` forces bf16 autocast.
+
+    Autocast covers the forward pass of the network; losses, the optimiser and the classifier's output used for
+    metrics stay in float32. The precision is part of every cached model's key.
+    """
+    dev = torch.device(device) if device is not None else default_device()
+    choice = os.environ.get(PRECISION_ENV_VAR, "auto").strip().lower() or "auto"
+    if choice not in _PRECISIONS:
+        raise ValueError(f"{PRECISION_ENV_VAR}={choice!r} is not allowed; use one of {', '.join(_PRECISIONS)}")
+    if choice == "fp32":
+        return "fp32"
+    if dev.type == "cuda":
+        try:  # native bf16 only (Ampere and newer); emulated bf16 (e.g. a T4) is slower than fp16
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch without the argument
+            bf16 = torch.cuda.is_bf16_supported()
+        return "bf16" if bf16 or choice == "bf16" else "fp16"
+    if dev.type == "cpu" and (choice == "bf16" or cpu_has_native_bf16()):
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: Any = None) -> Any:
+    """A context manager for the forward pass in :func:`precision` on ``device`` (a no-op for fp32).
+
+    >>> with autocast("cpu"):
+    ...     y = torch.nn.Linear(2, 2)(torch.ones(1, 2))
+    """
+    dev = torch.device(device) if device is not None else default_device()
+    mode = precision(dev)
+    if mode == "fp32" or dev.type not in ("cuda", "cpu"):
+        return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
 
 
 def _table(device: str) -> dict[str, Profile]:

@@ -31,6 +31,7 @@ test images.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -38,15 +39,14 @@ import pathlib
 import pickle
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_choice, check_tensor
+from ._validate import as_int, as_real, check_choice, check_tensor
 
 __all__ = [
     "Split", "ImageDataset", "DatasetUnavailableError", "data_root", "load_dataset", "load_profile_data",
@@ -366,37 +366,34 @@ def _normalise(x_uint8: torch.Tensor, mean: tuple[float, ...], std: tuple[float,
     return ((x_uint8.to(torch.float32) / 255.0) - m) / s
 
 
-def _check_size(name: str, value: Any, allow_none: bool, minimum: int) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        allowed = "an int or None" if allow_none else "an int"
-        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-_RAW_CACHE: dict[tuple[str, str], tuple[torch.Tensor, ...]] = {}
-_DATASET_CACHE: dict[tuple, ImageDataset] = {}
-_LOCK = threading.Lock()
+@functools.lru_cache(maxsize=4)
+def _raw(name: str, root: str, download: bool | None) -> tuple[torch.Tensor, ...]:
+    """The whole dataset as uint8 tensors ``(train_x, train_y, test_x, test_y)``, read once per process."""
+    return _SOURCES[name][0](pathlib.Path(root), download)
 
 
 def _clear_cache() -> None:
     """Forget the in-process memo (tests use it to exercise the loading paths)."""
-    with _LOCK:
-        _RAW_CACHE.clear()
-        _DATASET_CACHE.clear()
+    _raw.cache_clear()
+    _dataset.cache_clear()
+    _digits.cache_clear()
 
 
 def load_dataset(name: str = "fashion_mnist", *, n_train: int | None = None, n_val: int = 5000,
-                 n_test: int | None = None, seed: int = 0, root: str | os.PathLike | None = None,
-                 download: bool | None = None) -> ImageDataset:
+                 n_test: int | None = None, seed: int = 0, classes: Sequence[int] | None = None,
+                 root: str | os.PathLike | None = None, download: bool | None = None) -> ImageDataset:
     """Load ``"fashion_mnist"`` or ``"cifar10"`` as normalised tensors with train/val/test splits.
 
     ``n_val`` validation images are carved from the official training set, stratified by
     class, by a permutation seeded with ``seed``; ``train`` holds the next ``n_train`` of the
     same order (``None`` = all the rest: 55,000 / 45,000 with ``n_val=5000``); ``test`` is the
     official test set, or its first ``n_test`` images in a stratified order with a fixed seed.
+    Since the order is fixed by ``seed``, a larger ``n_train`` extends a smaller one: the first 3,000
+    training images of ``n_train=12000`` are the 3,000 of ``n_train=3000`` (a transfer set for distillation).
+    ``classes`` (original class indices, e.g. ``(0, 1, 2, 3, 4, 5, 7, 9)``) keeps only those classes in every
+    split, relabelled ``0 .. len(classes) - 1`` in the given order, before the splits are drawn (so ``n_train``
+    and ``n_val`` count images of those classes): train on some classes, hold the others out as
+    near-out-of-distribution data.
     ``root`` defaults to :func:`data_root`. ``download``: ``None`` or ``True`` = download
     with torchvision only if no local copy exists, ``False`` = never use the network.
     Raises :class:`DatasetUnavailableError` (a ``RuntimeError``) naming the fixes when the
@@ -413,47 +410,65 @@ def load_dataset(name: str = "fashion_mnist", *, n_train: int | None = None, n_v
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     check_choice("name", name, available_datasets())
-    _check_size("n_train", n_train, allow_none=True, minimum=1)
-    _check_size("n_val", n_val, allow_none=False, minimum=0)
-    _check_size("n_test", n_test, allow_none=True, minimum=1)
-    _check_size("seed", seed, allow_none=False, minimum=0)
+    n_train = None if n_train is None else as_int("n_train", n_train, minimum=1)
+    n_val = as_int("n_val", n_val, minimum=0)
+    n_test = None if n_test is None else as_int("n_test", n_test, minimum=1)
+    seed = as_int("seed", seed, minimum=0)
     if download is not None and not isinstance(download, bool):
         raise TypeError(f"download must be True, False or None, got {download!r}")
+    num_all = len(_SOURCES[name][1])
+    if classes is not None:
+        if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+            raise TypeError(f"classes must be None or a sequence of class indices, got {classes!r}")
+        classes = tuple(as_int(f"classes[{i}]", c, minimum=0) for i, c in enumerate(classes))
+        if len(set(classes)) != len(classes) or len(classes) < 2 or max(classes) >= num_all:
+            raise ValueError(f"classes must hold at least 2 distinct class indices in [0, {num_all - 1}], "
+                             f"got {classes}")
     root_path = (pathlib.Path(root).expanduser() if root is not None else data_root()).resolve()
     root_path.mkdir(parents=True, exist_ok=True)
-    key = (name, n_train, n_val, n_test, seed, str(root_path))
-    with _LOCK:
-        if key in _DATASET_CACHE:
-            return _DATASET_CACHE[key]
-        loader, classes, mean, std = _SOURCES[name]
-        raw_key = (name, str(root_path))
-        if raw_key not in _RAW_CACHE:
-            _RAW_CACHE[raw_key] = loader(root_path, download)
-        x_train, y_train, x_test, y_test = _RAW_CACHE[raw_key]
+    return _dataset(name, n_train, n_val, n_test, seed, classes, str(root_path), download)
 
-        n_pool = len(y_train)
-        if n_val >= n_pool:
-            raise ValueError(f"n_val must be < {n_pool} (the size of {name}'s training set), got {n_val}")
-        if n_train is not None and n_val + n_train > n_pool:
-            raise ValueError(f"n_train + n_val must be <= {n_pool} (the size of {name}'s training set), "
-                             f"got n_train={n_train} + n_val={n_val} = {n_train + n_val}")
-        if n_test is not None and n_test > len(y_test):
-            raise ValueError(f"n_test must be <= {len(y_test)} (the size of {name}'s test set) or None, got {n_test}")
 
-        order = _stratified_order(y_train, seed)
-        val_idx = order[:n_val]
-        train_idx = order[n_val:] if n_train is None else order[n_val:n_val + n_train]
-        test_idx = (torch.arange(len(y_test)) if n_test is None
-                    else _stratified_order(y_test, _TEST_SUBSET_SEED)[:n_test])
+@functools.lru_cache(maxsize=16)
+def _dataset(name: str, n_train: int | None, n_val: int, n_test: int | None, seed: int,
+             classes: tuple[int, ...] | None, root: str, download: bool | None) -> ImageDataset:
+    _, names, mean, std = _SOURCES[name]
+    x_train, y_train, x_test, y_test = _raw(name, root, download)
+    if classes is not None:
+        names = tuple(names[c] for c in classes)
+        x_train, y_train = _keep_classes(x_train, y_train, classes)
+        x_test, y_test = _keep_classes(x_test, y_test, classes)
 
-        def split(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> Split:
-            return Split(_normalise(x[idx], mean, std).contiguous(), y[idx].clone())
+    n_pool = len(y_train)
+    if n_val >= n_pool:
+        raise ValueError(f"n_val must be < {n_pool} (the size of {name}'s training set), got {n_val}")
+    if n_train is not None and n_val + n_train > n_pool:
+        raise ValueError(f"n_train + n_val must be <= {n_pool} (the size of {name}'s training set"
+                         f"{' in these classes' if classes else ''}), got n_train={n_train} + n_val={n_val}")
+    if n_test is not None and n_test > len(y_test):
+        raise ValueError(f"n_test must be <= {len(y_test)} (the size of {name}'s test set) or None, got {n_test}")
 
-        ds = ImageDataset(name=name, classes=classes, train=split(x_train, y_train, train_idx),
-                          val=split(x_train, y_train, val_idx), test=split(x_test, y_test, test_idx),
-                          mean=mean, std=std)
-        _DATASET_CACHE[key] = ds
-        return ds
+    order = _stratified_order(y_train, seed)
+    val_idx = order[:n_val]
+    train_idx = order[n_val:] if n_train is None else order[n_val:n_val + n_train]
+    test_idx = (torch.arange(len(y_test)) if n_test is None
+                else _stratified_order(y_test, _TEST_SUBSET_SEED)[:n_test])
+
+    def split(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> Split:
+        return Split(_normalise(x[idx], mean, std).contiguous(), y[idx].clone())
+
+    return ImageDataset(name=name, classes=names, train=split(x_train, y_train, train_idx),
+                        val=split(x_train, y_train, val_idx), test=split(x_test, y_test, test_idx),
+                        mean=mean, std=std)
+
+
+def _keep_classes(x: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples of ``classes`` only, relabelled by their position in ``classes``."""
+    lookup = torch.full((int(y.max()) + 1,), -1, dtype=torch.int64)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+    new = lookup[y]
+    keep = new >= 0
+    return x[keep], new[keep]
 
 
 def load_profile_data(profile: Any, *, seed: int = 0) -> ImageDataset:
@@ -472,9 +487,6 @@ def load_profile_data(profile: Any, *, seed: int = 0) -> ImageDataset:
                         seed=seed)
 
 
-_DIGITS_CACHE: dict[tuple, torch.Tensor] = {}
-
-
 def load_digits_ood(size: int = 28, mean: tuple[float, ...] | float = FASHION_MNIST_MEAN,
                     std: tuple[float, ...] | float = FASHION_MNIST_STD) -> torch.Tensor:
     """scikit-learn's handwritten digits as an out-of-distribution set for Fashion-MNIST models.
@@ -488,18 +500,20 @@ def load_digits_ood(size: int = 28, mean: tuple[float, ...] | float = FASHION_MN
     >>> x.shape
     torch.Size([1797, 1, 28, 28])
     """
-    from sklearn.datasets import load_digits
-
-    _check_size("size", size, allow_none=False, minimum=8)
-    mean_t = (float(mean),) if isinstance(mean, (int, float)) else tuple(float(m) for m in mean)
-    std_t = (float(std),) if isinstance(std, (int, float)) else tuple(float(s) for s in std)
+    size = as_int("size", size, minimum=8)
+    mean_t = (as_real("mean", mean),) if not isinstance(mean, (tuple, list)) else tuple(as_real("mean", m) for m in mean)
+    std_t = (as_real("std", std),) if not isinstance(std, (tuple, list)) else tuple(as_real("std", v) for v in std)
     if len(mean_t) != 1 or len(std_t) != 1:
         raise ValueError(f"digits are grey (one channel): mean and std must have one value each, got {mean} and {std}")
     if not std_t[0] > 0:
         raise ValueError(f"std must be > 0, got {std}")
-    key = (size, mean_t, std_t)
-    if key not in _DIGITS_CACHE:
-        images = torch.as_tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16.0
-        up = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
-        _DIGITS_CACHE[key] = ((up - mean_t[0]) / std_t[0]).contiguous()
-    return _DIGITS_CACHE[key]
+    return _digits(size, mean_t[0], std_t[0])
+
+
+@functools.lru_cache(maxsize=4)
+def _digits(size: int, mean: float, std: float) -> torch.Tensor:
+    from sklearn.datasets import load_digits
+
+    images = torch.as_tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16.0
+    up = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+    return ((up - mean) / std).contiguous()

@@ -26,6 +26,18 @@ AUPR-Out swap, FPR95 differs): AUROC, AUPR-In (ID positive, score as given), AUP
 positive, score negated) and FPR95 (the fraction of OOD examples accepted at the threshold
 where 95 % of ID examples are accepted). ROC and PR curves come from scikit-learn.
 
+**Selective classification** (Geifman & El-Yaniv 2017): a classifier may abstain. It answers the fraction
+``c`` (the *coverage*) of inputs it is most confident about; the *selective risk* is its error rate on those.
+Sorting the ``N`` examples by confidence, highest first, the risk–coverage curve has one point per prefix
+``i = 1..N`` (``coverage_i = i/N``, ``risk_i`` = errors among the ``i`` most confident / ``i``), and its area
+``AURC = (1/N) Σ_i risk_i`` scores the confidence *ranking* (lower is better). The best ranking puts every correct
+prediction first; ``E-AURC = AURC − AURC*`` is the part a better ranking could remove. Ties in confidence are
+broken *in expectation*. :func:`pnorm_logit_score` reads the confidence from logits divided by their ``p``-norm
+(MaxLogit-pNorm, Cattelan & Silva 2024), which removes the overall scale of the logits.
+
+**Inputs.** Every function here takes tensors on any device, with or without ``requires_grad`` (they are
+detached and copied to the CPU), or numpy arrays; labels may have any integer dtype.
+
 >>> logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]]); labels = torch.tensor([0, 1, 1])
 >>> round(accuracy(logits, labels), 4)
 0.6667
@@ -36,17 +48,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from ._validate import check_finite, check_positive, check_tensor
+from ._validate import as_int, as_real, check_finite, check_positive, check_probability, check_tensor
 
 __all__ = [
     "accuracy", "nll", "expected_calibration_error", "max_calibration_error", "calibration_bins",
     "calibration_report", "fit_temperature", "temperature_scaled_report", "plot_reliability",
     "msp_score", "max_logit_score", "energy_score", "ood_metrics",
+    "risk_coverage_curve", "aurc", "optimal_aurc", "excess_aurc", "selective_risk", "pnorm_logit_score",
+    "select_pnorm", "selective_report",
 ]
 
 # How far rows of ``probs`` may be from summing to 1 (a float32 softmax is within ~1e-6).
@@ -57,10 +71,11 @@ _T_MIN, _T_MAX = 1e-2, 1e2
 
 # --------------------------------------------------------------------------------------------- checks
 def _as_tensor(name: str, value: Any) -> torch.Tensor:
-    """Accept a tensor or a numpy array (converted without copying where possible)."""
+    """Accept a tensor (any device, with or without gradients) or a numpy array; return a CPU tensor without grad."""
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.ascontiguousarray(value))
-    return check_tensor(name, value)
+    check_tensor(name, value)
+    return value.detach().cpu()
 
 
 def _check_matrix(name: str, value: Any) -> torch.Tensor:
@@ -79,7 +94,7 @@ def _check_matrix(name: str, value: Any) -> torch.Tensor:
 
 def _check_labels(labels: Any, n: int, k: int, name: str = "labels") -> torch.Tensor:
     """Integer class indices ``(n,)`` in ``[0, k)``."""
-    y = torch.from_numpy(np.ascontiguousarray(labels)) if isinstance(labels, np.ndarray) else labels
+    y = _as_tensor(name, labels)
     check_tensor(name, y, floating=False)
     if y.dim() != 1:
         raise ValueError(f"{name} must be a 1-D tensor of class indices (N,), got shape {tuple(y.shape)}")
@@ -111,12 +126,7 @@ def _check_n_bins(n_bins: Any) -> int:
 
 
 def _check_temperature(temperature: Any) -> float:
-    if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
-        temperature = temperature.item()
-    t = check_positive("temperature", temperature)
-    if not math.isfinite(t):
-        raise ValueError(f"temperature must be finite, got {temperature}")
-    return float(t)
+    return float(check_positive("temperature", temperature))
 
 
 def _check_logits_labels(logits: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,25 +208,32 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     return float(np.abs(acc_sum - conf_sum).sum() / count.sum())
 
 
-def max_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
-    """MCE = max over non-empty bins of |acc(B_m) − conf(B_m)| (same bins as :func:`expected_calibration_error`).
+def max_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, min_count: int = 1) -> float:
+    """MCE = max over bins holding at least ``min_count`` examples of |acc(B_m) − conf(B_m)|.
 
-    Equals ``torchmetrics``' ``MulticlassCalibrationError(..., norm="max")`` under the same proviso.
+    Same bins as :func:`expected_calibration_error`. With ``min_count=1`` (every non-empty bin) it equals
+    ``torchmetrics``' ``MulticlassCalibrationError(..., norm="max")`` under the same proviso; but a bin of a
+    handful of examples then decides the MCE, so report it with a ``min_count`` (e.g. 1 % of the examples).
+    Returns NaN when no bin holds ``min_count`` examples.
 
     >>> max_calibration_error(torch.tensor([[0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 1]), n_bins=2)
     0.25
     """
+    min_count = as_int("min_count", min_count, minimum=1)
     _, count, acc_sum, conf_sum = _binned(probs, labels, n_bins)
-    full = count > 0
+    full = count >= min_count
+    if not full.any():
+        return float("nan")
     return float(np.max(np.abs(acc_sum[full] - conf_sum[full]) / count[full]))
 
 
 def calibration_report(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15,
-                       temperature: float = 1.0) -> dict[str, float]:
-    """Accuracy, NLL, ECE and MCE of ``softmax(logits / temperature)``, as plain floats.
+                       temperature: float = 1.0, mce_min_count: int = 1) -> dict[str, float]:
+    """Accuracy, NLL, ECE, MCE and mean confidence of ``softmax(logits / temperature)``, as plain floats.
 
-    ``logits``: ``(N, K)``; ``labels``: ``(N,)`` int64. Returns ``{"acc", "nll", "ece", "mce"}``
-    (``acc``, ``ece``, ``mce`` in [0, 1]; ``nll`` in nats). Computed in float64.
+    ``logits``: ``(N, K)``; ``labels``: ``(N,)`` integers. Returns ``{"acc", "nll", "ece", "mce", "conf"}``
+    (``acc``, ``ece``, ``mce``, ``conf`` in [0, 1]; ``nll`` in nats; ``mce`` over bins of at least
+    ``mce_min_count`` examples). Computed in float64.
 
     >>> r = calibration_report(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]), temperature=2.0)
     >>> r["acc"], round(r["nll"], 4)
@@ -226,7 +243,7 @@ def calibration_report(logits: torch.Tensor, labels: torch.Tensor, n_bins: int =
     z = z / _check_temperature(temperature)
     probs = z.softmax(1)
     return {"acc": accuracy(z, y), "nll": nll(z, y), "ece": expected_calibration_error(probs, y, n_bins),
-            "mce": max_calibration_error(probs, y, n_bins)}
+            "mce": max_calibration_error(probs, y, n_bins, mce_min_count), "conf": float(probs.max(1).values.mean())}
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -270,14 +287,14 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def temperature_scaled_report(val_logits: torch.Tensor, val_labels: torch.Tensor, test_logits: torch.Tensor,
-                              test_labels: torch.Tensor, n_bins: int = 15) -> dict[str, float]:
+                              test_labels: torch.Tensor, n_bins: int = 15, mce_min_count: int = 1) -> dict[str, float]:
     """Temperature scaling end to end: fit ``T`` on validation logits, report test metrics before and after.
 
     ``val_logits`` ``(N_val, K)``, ``val_labels`` ``(N_val,)``; ``test_logits`` ``(N_test, K)``,
-    ``test_labels`` ``(N_test,)``. Returns plain floats: ``temperature`` (:func:`fit_temperature`
-    on the validation set), ``val_ece`` (validation ECE at ``T = 1``, for choosing hyper-parameters
-    without touching the test set), the test ``acc``, ``nll``, ``ece``, ``mce`` at ``T = 1`` and
-    ``nll_ts``, ``ece_ts``, ``mce_ts`` at the fitted ``T`` (the accuracy does not change).
+    ``test_labels`` ``(N_test,)``. Returns plain floats: ``temperature`` (:func:`fit_temperature` on the
+    validation set), ``val_ece`` and ``val_nll`` (validation, at ``T = 1``: for choosing hyper-parameters without
+    touching the test set), the test ``acc``, ``nll``, ``ece``, ``mce``, ``conf`` at ``T = 1`` and ``nll_ts``,
+    ``ece_ts``, ``mce_ts``, ``conf_ts`` at the fitted ``T`` (the accuracy does not change).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> z = 3 * torch.randn(4000, 5, generator=g); y = torch.multinomial(z.softmax(1), 1, generator=g).squeeze(1)
@@ -291,35 +308,37 @@ def temperature_scaled_report(val_logits: torch.Tensor, val_labels: torch.Tensor
         raise ValueError(f"val_logits and test_logits must have the same number of classes, got "
                          f"{zv.shape[1]} and {zt.shape[1]}")
     t = fit_temperature(zv, yv)
-    before = calibration_report(zt, yt, n_bins)
-    after = calibration_report(zt, yt, n_bins, temperature=t)
-    return {"temperature": t, "val_ece": calibration_report(zv, yv, n_bins)["ece"], **before,
-            "nll_ts": after["nll"], "ece_ts": after["ece"], "mce_ts": after["mce"]}
+    before = calibration_report(zt, yt, n_bins, mce_min_count=mce_min_count)
+    after = calibration_report(zt, yt, n_bins, temperature=t, mce_min_count=mce_min_count)
+    val = calibration_report(zv, yv, n_bins)
+    return {"temperature": t, "val_ece": val["ece"], "val_nll": val["nll"], **before,
+            **{f"{k}_ts": after[k] for k in ("nll", "ece", "mce", "conf")}}
 
 
 def plot_reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, ax: Any = None,
-                     title: str | None = None, legend: bool = True) -> Any:
+                     title: str | None = None, legend: bool = True, counts: bool = True) -> Any:
     """Reliability diagram: per-bin accuracy (bars) against confidence, the gap to the diagonal shaded.
 
-    ``probs``: ``(N, K)`` probabilities; ``labels``: ``(N,)`` int64. Blue bars: accuracy of each
+    ``probs``: ``(N, K)`` probabilities; ``labels``: ``(N,)`` integers. Blue bars: accuracy of each
     non-empty bin; red hatched bars: the gap between the bin's mean confidence and its accuracy
     (above the bar: over-confident; inside it: under-confident); dashed diagonal: perfect
-    calibration. The ECE (in %) is written in the corner. Draws on ``ax`` (``None`` = a new
-    figure) and returns it; ``legend=False`` leaves the legend out (e.g. to draw one for a grid of
-    diagrams with ``fig.legend(*ax.get_legend_handles_labels())``).
+    calibration. ``counts=True`` writes the number of examples of each bin above it (as Guo et al. show the
+    share of examples per bin: a bin of a handful of examples says little). The ECE (in %) is written in the
+    corner. Draws on ``ax`` (``None`` = a new figure) and returns it; ``legend=False`` leaves the legend out.
 
     >>> ax = plot_reliability(torch.tensor([[0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 1]))  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
 
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {type(title).__name__}")
+    for name, flag in (("legend", legend), ("counts", counts)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     b = calibration_bins(probs, labels, n_bins)
     ece = expected_calibration_error(probs, labels, n_bins)
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
-    if title is not None and not isinstance(title, str):
-        raise TypeError(f"title must be a str or None, got {type(title).__name__}")
-    if not isinstance(legend, bool):
-        raise TypeError(f"legend must be True or False, got {legend!r}")
     full = b["count"] > 0
     left, width = b["lower"][full], (b["upper"] - b["lower"])[full]
     acc, conf = b["accuracy"][full], b["confidence"][full]
@@ -328,13 +347,16 @@ def plot_reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
     ax.bar(left, conf - acc, bottom=acc, width=width, align="edge", color="tab:red", alpha=0.3,
            edgecolor="tab:red", hatch="//", linewidth=0.6, label="gap to confidence")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    if counts:
+        for x0, w, top, n in zip(left, width, np.maximum(acc, conf), b["count"][full]):
+            ax.text(x0 + w / 2, min(top + 0.02, 0.98), f"{n}", rotation=90, ha="center", va="bottom",
+                    fontsize=6, color="0.25", clip_on=True)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_aspect("equal")
+    ax.set_ylim(0, 1.12 if counts else 1)
     ax.set_xlabel("confidence (max softmax probability)")
     ax.set_ylabel("accuracy")
-    ax.text(0.04, 0.96, f"ECE = {100 * ece:.2f}%", transform=ax.transAxes, va="top", ha="left",
-            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
+    ax.text(0.04, 0.96 if not counts else 1.08, f"ECE = {100 * ece:.2f}%", transform=ax.transData, va="top",
+            ha="left", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
     if legend:
         ax.legend(loc="lower right", fontsize="small")
     if title is not None:
@@ -415,3 +437,192 @@ def ood_metrics(id_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[str, 
             "aupr_in": float(average_precision_score(is_id, scores)),
             "aupr_out": float(average_precision_score(1 - is_id, -scores)),
             "fpr95": fpr95}
+
+
+# --------------------------------------------------------------------------------------------- selective classification
+def _as_1d_float(name: str, value: Any) -> torch.Tensor:
+    value = _as_tensor(name, value)
+    if value.dim() != 1:
+        raise ValueError(f"{name} must be 1-D (N,), got shape {tuple(value.shape)}")
+    if value.dtype == torch.bool:
+        value = value.to(torch.float64)
+    value = value.detach().to("cpu", torch.float64)
+    check_finite(name, value)
+    return value
+
+
+def _as_correct(value: Any, n: int) -> torch.Tensor:
+    value = _as_tensor("correct", value)
+    if value.dim() != 1 or value.shape[0] != n:
+        raise ValueError(f"correct must be 1-D with one entry per confidence ({n},), got shape {tuple(value.shape)}")
+    value = value.detach().cpu()
+    if value.dtype != torch.bool:
+        if not ((value == 0) | (value == 1)).all():
+            raise ValueError("correct must hold booleans or 0/1 values (1 = the prediction is right)")
+        value = value.bool()
+    return value
+
+
+def risk_coverage_curve(confidence: Any, correct: Any) -> dict[str, np.ndarray]:
+    """The risk–coverage curve of a confidence score: answer the most confident examples first.
+
+    Args:
+        confidence: ``(N,)`` scores, higher = more confident (e.g. the max softmax probability).
+        correct: ``(N,)`` booleans (or 0/1): whether the model's prediction on each example is right.
+
+    Returns:
+        dict of numpy arrays of length ``N``: ``coverage`` (``i/N`` for ``i = 1..N``), ``risk`` (the
+        expected error rate among the ``i`` most confident examples, ties broken uniformly at random)
+        and ``threshold`` (the confidence of the ``i``-th example).
+
+    >>> c = risk_coverage_curve(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, True]))
+    >>> c["coverage"].tolist(), c["risk"].round(3).tolist()
+    ([0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.333, 0.25])
+    """
+    conf = _as_1d_float("confidence", confidence)
+    ok = _as_correct(correct, conf.shape[0])
+    n = conf.shape[0]
+    order = torch.argsort(conf, descending=True, stable=True)
+    conf_s = conf[order]
+    err_s = (~ok[order]).to(torch.float64)
+    # Tie groups: within a group of equal confidence, every order is equally likely, so the expected number of
+    # errors among the first j members is j * (errors in group) / (group size).
+    new_group = torch.ones(n, dtype=torch.bool)
+    new_group[1:] = conf_s[1:] != conf_s[:-1]
+    group_id = torch.cumsum(new_group.long(), 0) - 1
+    n_groups = int(group_id[-1]) + 1
+    size = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, group_id, torch.ones(n, dtype=torch.float64))
+    errs = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, group_id, err_s)
+    errs_before = torch.cumsum(errs, 0) - errs                      # errors in all earlier groups
+    start = (torch.cumsum(size, 0) - size)                          # positions before the group
+    pos = torch.arange(1, n + 1, dtype=torch.float64)               # 1-based position
+    within = pos - start[group_id]                                  # 1..size within the group
+    expected_errors = errs_before[group_id] + within * errs[group_id] / size[group_id]
+    return {"coverage": (pos / n).numpy(), "risk": (expected_errors / pos).numpy(), "threshold": conf_s.numpy()}
+
+
+def aurc(confidence: Any, correct: Any) -> float:
+    """Area under the risk–coverage curve, ``(1/N) Σ_i risk_i`` (lower = better ranking); see :func:`risk_coverage_curve`.
+
+    >>> round(aurc(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, True])), 4)
+    0.1458
+    """
+    return float(risk_coverage_curve(confidence, correct)["risk"].mean())
+
+
+def optimal_aurc(error_rate: float, n: int) -> float:
+    """AURC of the best ranking (every correct prediction first) for ``n`` examples with ``round(error_rate·n)`` errors.
+
+    With ``r`` errors the ``i``-th prefix holds ``max(0, i − (n − r))`` errors, so
+    ``AURC* = (1/n) Σ_i max(0, i − n + r) / i`` (≈ ``e + (1 − e)·ln(1 − e)`` for error rate ``e``).
+
+    >>> optimal_aurc(0.0, 10), round(optimal_aurc(0.5, 4), 4)
+    (0.0, 0.2083)
+    """
+    error_rate = check_probability("error_rate", error_rate)
+    n = as_int("n", n, minimum=1)
+    r = int(round(error_rate * n))
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    return float(((i - (n - r)).clamp_min(0) / i).mean())
+
+
+def excess_aurc(confidence: Any, correct: Any) -> float:
+    """E-AURC: :func:`aurc` minus :func:`optimal_aurc` at the same error rate (0 = a perfect ranking).
+
+    >>> excess_aurc(torch.tensor([0.9, 0.8, 0.1]), torch.tensor([True, True, False]))
+    0.0
+    """
+    conf = _as_1d_float("confidence", confidence)
+    ok = _as_correct(correct, conf.shape[0])
+    n = conf.shape[0]
+    n_err = int((~ok).sum())
+    return aurc(conf, ok) - optimal_aurc(n_err / n, n)
+
+
+def selective_risk(confidence: Any, correct: Any, coverage: float) -> float:
+    """The error rate on the ``⌈coverage·N⌉`` most confident examples (ties broken in expectation).
+
+    >>> selective_risk(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, True]), 0.5)
+    0.0
+    """
+    coverage = check_probability("coverage", coverage, low_open=True)
+    curve = risk_coverage_curve(confidence, correct)
+    n = curve["risk"].shape[0]
+    k = max(1, math.ceil(coverage * n - 1e-9))
+    return float(curve["risk"][k - 1])
+
+
+def pnorm_logit_score(logits: torch.Tensor, p: float = 2.0, *, center: bool = True,
+                      temperature: float | None = None) -> torch.Tensor:
+    """Confidence from ``p``-norm-normalised logits: MaxLogit-pNorm, or MSP-pNorm when ``temperature`` is given.
+
+    ``ẑ = z_c / ‖z_c‖_p`` with ``z_c = z − mean_k(z)`` (``center=True``) or ``z_c = z``; returns
+    ``max_k ẑ_k`` (``temperature=None``) or ``max_k softmax(ẑ / τ)_k``. Shapes: logits ``(N, K)`` → ``(N,)`` float64
+    (in float32 confident rows would tie).
+    ``p`` is a positive real or ``math.inf``; rows whose (centred) logits are all zero get score
+    ``0`` (MaxLogit) / ``1/K`` (MSP) instead of dividing by zero. The score is unchanged by scaling
+    the logits by any positive factor (and, with ``center=True``, by adding a constant to them).
+
+    >>> z = torch.tensor([[3.0, 1.0, 1.0], [30.0, 10.0, 10.0]])
+    >>> [round(v, 4) for v in pnorm_logit_score(z, p=2).tolist()]
+    [0.8165, 0.8165]
+    """
+    logits = _check_matrix("logits", logits)
+    p = as_real("p", p, finite=False)
+    if math.isnan(p) or p <= 0:
+        raise ValueError(f"p must be a positive real number or math.inf, got {p!r}")
+    if not isinstance(center, bool):
+        raise TypeError(f"center must be True or False, got {center!r}")
+    z = logits.double()
+    if center:
+        z = z - z.mean(dim=1, keepdim=True)
+    norm = torch.linalg.vector_norm(z, ord=float(p), dim=1, keepdim=True)
+    zhat = torch.where(norm > 0, z / norm.clamp_min(1e-300), torch.zeros_like(z))
+    if temperature is None:
+        return zhat.amax(dim=1)
+    temperature = check_probability("temperature", temperature, high=math.inf, low_open=True)
+    return (zhat / temperature).softmax(dim=1).amax(dim=1)
+
+
+def select_pnorm(logits: torch.Tensor, labels: torch.Tensor, ps: Iterable[float] = tuple(range(1, 10)), *,
+                 center: bool = True) -> dict[str, Any]:
+    """Choose ``p`` for MaxLogit-pNorm by the AURC it gives on held-out ``logits (N, K)``, ``labels (N,)``.
+
+    Returns ``{"p": best p, "aurc": {p: AURC for each p}, "msp_aurc": AURC of the plain MSP}``. Ties go
+    to the first ``p`` of ``ps``. Fit it on validation data, then score test data with the chosen ``p``.
+
+    >>> z = torch.tensor([[3.0, 0.0, 0.0], [0.2, 0.1, 0.0], [2.0, 1.9, 0.0]]); y = torch.tensor([0, 1, 0])
+    >>> r = select_pnorm(z, y, ps=(1, 2, 8))
+    >>> sorted(r["aurc"]), r["p"] in (1, 2, 8)
+    ([1, 2, 8], True)
+    """
+    logits = _check_matrix("logits", logits)
+    labels = _check_labels(labels, logits.shape[0], logits.shape[1])
+    ps = list(ps)
+    if not ps:
+        raise ValueError("ps is empty; give at least one p, e.g. ps=(1, 2, 4)")
+    correct = logits.argmax(1) == labels
+    table = {p: aurc(pnorm_logit_score(logits, p, center=center), correct) for p in ps}
+    best = min(ps, key=lambda p: (table[p], ps.index(p)))
+    return {"p": best, "aurc": table, "msp_aurc": aurc(msp_score(logits), correct)}
+
+
+def selective_report(logits: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor | None = None,
+                     coverages: Sequence[float] = (0.8,)) -> dict[str, float]:
+    """Accuracy, AURC, E-AURC and the selective risk at the given coverages of one confidence score.
+
+    ``confidence`` ``(N,)`` defaults to the MSP (:func:`msp_score`) of ``logits (N, K)``; ``labels``
+    ``(N,)``. Keys: ``acc``, ``aurc``, ``e_aurc`` and ``risk@80`` (for coverage 0.8, and so on).
+
+    >>> z = torch.tensor([[3.0, 0.0], [0.1, 0.0], [2.0, 0.0]]); y = torch.tensor([0, 1, 0])
+    >>> selective_report(z, y)["acc"]
+    0.6666666666666666
+    """
+    logits = _check_matrix("logits", logits)
+    labels = _check_labels(labels, logits.shape[0], logits.shape[1])
+    conf = msp_score(logits) if confidence is None else confidence
+    correct = logits.argmax(1) == labels
+    out = {"acc": float(correct.double().mean()), "aurc": aurc(conf, correct), "e_aurc": excess_aurc(conf, correct)}
+    for c in coverages:
+        out[f"risk@{round(100 * c)}"] = selective_risk(conf, correct, c)
+    return out

@@ -40,8 +40,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._validate import check_choice, check_int, check_num_classes, check_positive, check_probability, check_tensor
+from .config import autocast
 
-__all__ = ["SmallCNN", "CifarResNet", "MLP", "build_model", "available_models", "predict_logits", "penultimate"]
+__all__ = ["SmallCNN", "CifarResNet", "MLP", "build_model", "available_models", "predict_logits", "penultimate",
+           "forward_logits"]
 
 
 def _check_dropout(dropout: Any) -> float:
@@ -266,16 +268,36 @@ def _model_device(model: nn.Module, device: Any) -> torch.device:
     return torch.device("cpu")
 
 
+def forward_logits(model: nn.Module, x: torch.Tensor, device: Any = None) -> torch.Tensor:
+    """Logits ``(B, K)`` float32 in the trainer's arithmetic: the body under :func:`lsutils.config.autocast`, and a
+    final ``.classifier`` (for models with ``.features`` and ``.classifier``, as every lsutils model) in float32,
+    so that calibration and OOD metrics see full-precision logits (bf16 alone would tie many confidences)."""
+    dev = _model_device(model, device)
+    if callable(getattr(model, "features", None)) and isinstance(getattr(model, "classifier", None), nn.Module):
+        with autocast(dev):
+            h = model.features(x)
+        head = getattr(model, "head_dropout", None)
+        h = head(h.float()) if isinstance(head, nn.Module) else h.float()
+        return model.classifier(h).float()
+    with autocast(dev):
+        return model(x).float()
+
+
 @torch.no_grad()
 def _apply_chunked(model: nn.Module, fn, x: torch.Tensor, batch_size: int, device: Any) -> torch.Tensor:
     check_tensor("x", x, floating=True, min_dim=2, allow_empty=True)
-    check_positive("batch_size", batch_size, integer=True)
+    batch_size = check_positive("batch_size", batch_size, integer=True)
     dev = _model_device(model, device)
     was_training = model.training
     model.eval()
+    channels_last = x.dim() == 4
     try:
-        outs = [fn(x[i:i + batch_size].to(dev, non_blocking=True)).float().cpu()
-                for i in range(0, x.shape[0], batch_size)]
+        outs = []
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size].to(dev, non_blocking=True)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            outs.append(fn(xb).float().cpu())
         if not outs:  # empty input: probe one zero example for the output width, return (0, width)
             outs = [fn(torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=dev)).float().cpu()[:0]]
     finally:
@@ -286,15 +308,16 @@ def _apply_chunked(model: nn.Module, fn, x: torch.Tensor, batch_size: int, devic
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048, device: Any = None) -> torch.Tensor:
     """Logits ``(N, K)`` (float32, on the CPU) of inputs ``x`` ``(N, C, H, W)``, in eval mode, without gradients.
 
-    Runs in chunks of ``batch_size`` on ``device`` (``None`` = where the model's parameters are)
-    and restores the model's training mode afterwards.
+    Runs in chunks of ``batch_size`` on ``device`` (``None`` = where the model's parameters are), in the
+    trainer's arithmetic (:func:`forward_logits`: the body in bf16 where the trainer uses bf16, the classifier
+    in float32), and restores the model's training mode afterwards.
 
     >>> m = build_model("mlp", num_classes=3, in_channels=1, width=4, image_size=2)
     >>> predict_logits(m, torch.zeros(5, 1, 2, 2), batch_size=2).shape
     torch.Size([5, 3])
     """
     _check_model(model)
-    return _apply_chunked(model, model, x, batch_size, device)
+    return _apply_chunked(model, lambda xb: forward_logits(model, xb, xb.device), x, batch_size, device)
 
 
 def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 2048, device: Any = None) -> torch.Tensor:
@@ -308,4 +331,9 @@ def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 2048, devic
     if not callable(getattr(model, "features", None)):
         raise TypeError(f"model must have a .features(x) method (every lsutils model has one); "
                         f"{type(model).__name__} does not")
-    return _apply_chunked(model, model.features, x, batch_size, device)
+
+    def features(xb: torch.Tensor) -> torch.Tensor:
+        with autocast(xb.device):
+            return model.features(xb)
+
+    return _apply_chunked(model, features, x, batch_size, device)

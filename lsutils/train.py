@@ -20,17 +20,20 @@ call ``loss(logits, y, batch)`` where ``batch.x`` holds the (augmented) inputs a
 ``batch.index`` their rows in the training set.
 
 :func:`train_model` turns a :class:`RunSpec` (plain data) into a trained model, cached on disk
-under ``data_root()/cache/<key>.pt``: the key is the SHA-256 of the spec's canonical JSON and
-``lsutils.__version__``. Files are written atomically and read with ``weights_only=True``; a
+under ``data_root()/cache/<key>.pt``: the key is the SHA-256 of the spec's canonical JSON, of the code that
+determines the weights (:func:`code_fingerprint`) and of the arithmetic (:func:`lsutils.config.precision`). Files are written atomically and read with ``weights_only=True``; a
 file that is truncated, corrupt or belongs to another spec is reported with one warning and the
 model is retrained. A chapter that needs another chapter's model builds the same spec and gets
 the cached one.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -45,13 +48,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import (check_class_indices, check_finite, check_int, check_positive, check_probability,
-                        check_tensor)
+from ._validate import (as_int, as_real, check_class_indices, check_finite, check_int, check_num_classes,
+                        check_positive, check_probability, check_tensor, progress_bar)
+from .config import autocast, default_device, precision
+from .data import available_datasets, data_root, load_dataset
+from .losses import LossContext, build_loss, loss_factory, validate_loss_spec
+from .models import available_models, build_model, forward_logits
 
-__all__ = ["Batch", "fit", "evaluate", "augment_batch", "add_label_noise", "RunSpec", "TrainedRun",
-           "train_model", "train_many", "cache_path", "CACHE_FORMAT"]
+__all__ = ["Batch", "fit", "evaluate", "augment_batch", "add_label_noise", "one_cycle_schedule",
+           "RunSpec", "TrainedRun", "train_model", "train_many", "load_or_train", "code_fingerprint", "cache_path",
+           "CACHE_FORMAT"]
 
-CACHE_FORMAT = "lsutils-trained-run/1"
+CACHE_FORMAT = "lsutils-trained-run/2"
 _PCT_WARMUP = 0.25          # one-cycle: fraction of the steps spent warming up
 _EVAL_BATCH = 1024
 
@@ -74,10 +82,8 @@ class Batch:
 
 
 def _check_real(name: str, value: Any, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+    value = as_real(name, value)
+    if value < 0 or (positive and value == 0):
         raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
     return value
 
@@ -90,8 +96,6 @@ def _check_bool(name: str, value: Any) -> bool:
 
 def _resolve_device(device: Any) -> torch.device:
     if device is None:
-        from .config import default_device
-
         return default_device()
     try:
         return torch.device(device)
@@ -124,16 +128,17 @@ def _unpack_val(val: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 def _amp_settings(device: torch.device) -> tuple[Callable[[], contextlib.AbstractContextManager], Any]:
-    """``(autocast context factory, GradScaler or None)``: bf16 (or fp16 + scaler) on CUDA, nothing on the CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext, None
-    try:  # native bf16 only (Ampere and newer); emulated bf16 (e.g. a T4) is slower than fp16
-        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # older torch without the argument
-        bf16 = torch.cuda.is_bf16_supported()
-    if bf16:
-        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
-    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+    """``(autocast context factory, GradScaler or None)`` for :func:`lsutils.config.precision` on ``device``."""
+    scaler = torch.amp.GradScaler("cuda") if precision(device) == "fp16" else None
+    return (lambda: autocast(device)), scaler
+
+
+def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW, fused into one kernel per step where this torch supports it on the parameters' device."""
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def _to_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -189,29 +194,41 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad
 
 
 # --------------------------------------------------------------------------------------------- evaluation
+_N_BINS = 15
+
+
 @torch.no_grad()
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dev: torch.device, batch_size: int) -> tuple[float, float]:
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dev: torch.device, batch_size: int) -> dict[str, float]:
+    """Mean cross-entropy (NLL), accuracy, 15-bin ECE and mean confidence of ``model`` on ``(x, y)``, in eval mode."""
     autocast, _ = _amp_settings(dev)
     channels_last = _uses_channels_last(x)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     correct = torch.zeros((), dtype=torch.int64, device=dev)
+    count = torch.zeros(_N_BINS, dtype=torch.float64, device=dev)
+    acc_sum = torch.zeros(_N_BINS, dtype=torch.float64, device=dev)
+    conf_sum = torch.zeros(_N_BINS, dtype=torch.float64, device=dev)
     try:
         for i in range(0, x.shape[0], batch_size):
             xb = _to_input(x[i:i + batch_size].to(dev, non_blocking=True), channels_last)
             yb = y[i:i + batch_size].to(dev, non_blocking=True)
-            with autocast():
-                logits = model(xb)
-            logits = logits.float()
+            logits = forward_logits(model, xb, dev)
             if logits.dim() != 2 or logits.shape[0] != yb.shape[0]:
                 raise ValueError(f"the model must return logits of shape (B, K), got {tuple(logits.shape)}")
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-            correct += (logits.argmax(1) == yb).sum()
+            conf, pred = logits.double().softmax(1).max(1)
+            hit = (pred == yb).double()
+            correct += hit.sum().long()
+            idx = (torch.ceil(conf * _N_BINS).long() - 1).clamp_(0, _N_BINS - 1)   # bins (m/M, (m+1)/M]
+            count += torch.bincount(idx, minlength=_N_BINS).double()
+            acc_sum += torch.bincount(idx, weights=hit, minlength=_N_BINS)
+            conf_sum += torch.bincount(idx, weights=conf, minlength=_N_BINS)
     finally:
         model.train(was_training)
     n = x.shape[0]
-    return float(loss_sum.item()) / n, float(correct.item()) / n
+    return {"loss": float(loss_sum.item()) / n, "acc": float(correct.item()) / n,
+            "ece": float((acc_sum - conf_sum).abs().sum().item()) / n, "conf": float(conf_sum.sum().item()) / n}
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = _EVAL_BATCH,
@@ -237,7 +254,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     check_positive("batch_size", batch_size, integer=True)
     dev = _resolve_device(device) if device is not None else next(
         (p.device for p in model.parameters()), torch.device("cpu"))
-    return _evaluate(model, x, y, dev, batch_size)
+    r = _evaluate(model, x, y, dev, batch_size)
+    return r["loss"], r["acc"]
 
 
 # --------------------------------------------------------------------------------------------- fit
@@ -264,11 +282,11 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, 
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(logits, y), got {type(loss_fn).__name__}")
     x, y = _check_xy(x, y, "x", "y")
-    epochs = check_int("epochs", epochs, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    epochs = as_int("epochs", epochs, minimum=1)
+    batch_size = as_int("batch_size", batch_size, minimum=1)
     lr = _check_real("lr", lr, positive=True)
     weight_decay = _check_real("weight_decay", weight_decay)
-    seed = check_int("seed", seed, minimum=0)
+    seed = as_int("seed", seed, minimum=0)
     augment = _check_bool("augment", augment)
     progress = _check_bool("progress", progress)
     if augment and x.dim() != 4:
@@ -304,15 +322,13 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, 
     start_epoch = getattr(loss_fn, "start_epoch", None)
     autocast, scaler = _amp_settings(dev)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = _adamw(model, lr, weight_decay)
     scheduler = one_cycle_schedule(optimizer, lr, total_steps)
     generator = torch.Generator().manual_seed(seed)
 
     history: dict[str, list[float]] = {"train_loss": [], "train_acc": [], "seconds": []}
     if val_xy is not None:
-        history["val_loss"], history["val_acc"] = [], []
-
-    from ._validate import progress_bar
+        history.update(val_loss=[], val_acc=[], val_ece=[], val_conf=[])
 
     bar = progress_bar(total=total_steps, desc=desc or "training", unit="step", disable=not progress, leave=leave)
     old_benchmark = torch.backends.cudnn.benchmark
@@ -363,10 +379,10 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, 
                 history["train_acc"].append(float(correct.item()) / n)
                 postfix = {"epoch": f"{epoch + 1}/{epochs}", "loss": f"{train_loss:.3f}", "acc": f"{history['train_acc'][-1]:.3f}"}
                 if val_xy is not None:
-                    v_loss, v_acc = _evaluate(model, *val_xy, dev, _EVAL_BATCH)
-                    history["val_loss"].append(v_loss)
-                    history["val_acc"].append(v_acc)
-                    postfix["val_acc"] = f"{v_acc:.3f}"
+                    v = _evaluate(model, *val_xy, dev, _EVAL_BATCH)
+                    for k in ("loss", "acc", "ece", "conf"):
+                        history[f"val_{k}"].append(v[k])
+                    postfix["val_acc"] = f"{v['acc']:.3f}"
                 history["seconds"].append(time.perf_counter() - t0)
                 bar.set_postfix(postfix)
     finally:
@@ -432,9 +448,7 @@ def add_label_noise(y: torch.Tensor, num_classes: int, fraction: float, seed: in
         raise ValueError(f"y must be a 1-D tensor of class indices (N,), got shape {tuple(y.shape)}")
     if y.dtype != torch.long:
         raise TypeError(f"y must have dtype torch.long (int64), got {y.dtype}")
-    from ._validate import check_num_classes
-
-    check_num_classes(num_classes)
+    num_classes = check_num_classes(num_classes)
     fraction = check_probability("fraction", fraction)
     seed = check_int("seed", seed, minimum=0)
     check_class_indices("y", y, num_classes)
@@ -488,21 +502,28 @@ def _thaw(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a trained model, as plain data; its canonical JSON is the cache key.
+    """Everything that determines a trained model, as plain data; its canonical JSON is part of the cache key.
 
     ``loss`` is stored frozen (hashable: a dict becomes a tuple of sorted ``(key, value)`` pairs,
     nested dicts likewise) — pass a dict such as ``{"name": "ls", "epsilon": 0.1}`` and read it
-    back with :meth:`loss_spec`. A teacher for distillation may be nested as a dict
-    (``RunSpec.to_dict()``) or as a ``RunSpec``. ``label_noise`` is the fraction of training labels
-    replaced by a random other class (seeded by ``data_seed``); ``dropout`` goes to the model.
-    Build specs from a profile with :meth:`from_profile`. (Lists inside a loss spec are stored as
-    tuples; a list of ``[str, value]`` pairs reads back as a dict — use dicts for named values.)
+    back with :meth:`loss_spec`. A teacher for distillation is nested as a dict (``RunSpec.to_dict()``)
+    or a ``RunSpec``. ``label_noise`` is the fraction of training labels replaced by a random other class
+    (seeded by ``data_seed``); ``dropout`` goes to the model; ``classes`` keeps only those classes of the
+    dataset (see :func:`lsutils.data.load_dataset`). Build specs from a profile with :meth:`from_profile`.
+
+    Every field is checked when the spec is built — the dataset and model names, the sizes, and the loss
+    (its name must be registered and its hyper-parameters valid, see :func:`lsutils.losses.build_loss`) — so a
+    typo fails at once, not when training starts.
 
     >>> spec = RunSpec(dataset="fashion_mnist", n_train=2000, n_val=1000, data_seed=0, model="cnn", width=8,
     ...                loss={"name": "ls", "epsilon": 0.1}, epochs=2, batch_size=128, lr=3e-3,
     ...                weight_decay=1e-2, augment=False, seed=0)
     >>> spec.loss_spec(), len(spec.key())
     ({'epsilon': 0.1, 'name': 'ls'}, 64)
+    >>> RunSpec.from_dict({**spec.to_dict(), "loss": {"name": "ls", "epsilon": 2.0}})
+    Traceback (most recent call last):
+    ...
+    ValueError: loss 'ls': epsilon must be in [0.0, 1.0], got 2.0
     """
 
     dataset: str
@@ -520,24 +541,31 @@ class RunSpec:
     seed: int
     label_noise: float = 0.0
     dropout: float = 0.0
+    classes: tuple | None = None
 
     def __post_init__(self) -> None:
-        for name in ("dataset", "model"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise TypeError(f"{name} must be a non-empty str, got {getattr(self, name)!r}")
+        for name, allowed in (("dataset", available_datasets()), ("model", available_models())):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        setattr_ = object.__setattr__
         if self.n_train is not None:
-            check_int("n_train", self.n_train, minimum=1)
-        check_int("n_val", self.n_val, minimum=0)
-        check_int("data_seed", self.data_seed, minimum=0)
-        check_int("width", self.width, minimum=1)
-        check_int("epochs", self.epochs, minimum=1)
-        check_int("batch_size", self.batch_size, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+            setattr_(self, "n_train", as_int("n_train", self.n_train, minimum=1))
+        for name, minimum in (("n_val", 0), ("data_seed", 0), ("width", 1), ("epochs", 1), ("batch_size", 1),
+                              ("seed", 0)):
+            setattr_(self, name, as_int(name, getattr(self, name), minimum=minimum))
         _check_bool("augment", self.augment)
-        object.__setattr__(self, "lr", _check_real("lr", self.lr, positive=True))
-        object.__setattr__(self, "weight_decay", _check_real("weight_decay", self.weight_decay))
-        object.__setattr__(self, "label_noise", check_probability("label_noise", self.label_noise, high_open=True))
-        object.__setattr__(self, "dropout", check_probability("dropout", self.dropout, high_open=True))
+        setattr_(self, "lr", _check_real("lr", self.lr, positive=True))
+        setattr_(self, "weight_decay", _check_real("weight_decay", self.weight_decay))
+        setattr_(self, "label_noise", check_probability("label_noise", self.label_noise, high_open=True))
+        setattr_(self, "dropout", check_probability("dropout", self.dropout, high_open=True))
+        if self.classes is not None:
+            if isinstance(self.classes, (str, bytes)) or not hasattr(self.classes, "__iter__"):
+                raise TypeError(f"classes must be None or a sequence of class indices, got {self.classes!r}")
+            classes = tuple(as_int(f"classes[{i}]", c, minimum=0) for i, c in enumerate(self.classes))
+            if len(set(classes)) != len(classes) or len(classes) < 2:
+                raise ValueError(f"classes must hold at least 2 distinct class indices, got {classes}")
+            setattr_(self, "classes", classes)
         loss = self.loss
         if isinstance(loss, Mapping):
             loss = _freeze(loss)
@@ -548,10 +576,11 @@ class RunSpec:
         if loss is None:
             raise TypeError(f"loss must be a dict like {{'name': 'ls', 'epsilon': 0.1}} (or its frozen tuple form), "
                             f"got {self.loss!r}")
-        spec = dict(loss)
-        if not isinstance(spec.get("name"), str):
-            raise ValueError(f"loss must have a str 'name' (e.g. 'ce', 'ls'), got keys {sorted(spec)}")
-        object.__setattr__(self, "loss", loss)
+        setattr_(self, "loss", loss)
+        spec = self.loss_spec()
+        validate_loss_spec(spec)
+        if isinstance(spec.get("teacher"), Mapping):   # a nested run spec (distillation): check it too
+            RunSpec.from_dict(spec["teacher"])
 
     @classmethod
     def from_profile(cls, profile: Any, *, loss: Mapping[str, Any], seed: int, **overrides: Any) -> "RunSpec":
@@ -580,6 +609,15 @@ class RunSpec:
         values.update(overrides)
         return cls(**values)
 
+    def replace(self, **changes: Any) -> "RunSpec":
+        """A copy with some fields changed (validated like a new spec), e.g. ``spec.replace(seed=1)``."""
+        values = self.to_dict()
+        unknown = sorted(set(changes) - set(values))
+        if unknown:
+            raise TypeError(f"unknown RunSpec field(s) {unknown}; fields are {sorted(values)}")
+        values.update(changes)
+        return RunSpec(**values)
+
     def loss_spec(self) -> dict[str, Any]:
         """The loss as a dict, e.g. ``{"name": "ls", "epsilon": 0.1}`` (nested dicts thawed too)."""
         return _thaw(self.loss)
@@ -588,6 +626,7 @@ class RunSpec:
         """All fields as plain JSON-able data (``loss`` as a dict). ``RunSpec.from_dict`` inverts it."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["loss"] = self.loss_spec()
+        out["classes"] = None if self.classes is None else list(self.classes)
         return out
 
     @classmethod
@@ -598,29 +637,43 @@ class RunSpec:
         return cls(**values)
 
     def canonical_json(self) -> str:
-        """The spec as canonical JSON (sorted keys, no spaces), as hashed by :meth:`key`."""
+        """The spec as canonical JSON (sorted keys, no spaces)."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
-    def key(self) -> str:
-        """SHA-256 hex digest of :meth:`canonical_json` together with ``lsutils.__version__``."""
-        from . import __version__
+    def key(self, device: Any = None) -> str:
+        """The cache key: SHA-256 of the spec, the code that determines the weights and the arithmetic.
 
-        payload = json.dumps({"spec": json.loads(self.canonical_json()), "lsutils": __version__},
-                             sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(payload.encode()).hexdigest()
+        That is :meth:`canonical_json`, :func:`code_fingerprint` (the trainer, models, losses, targets and data
+        code, and the module of a loss registered outside ``lsutils``) and :func:`lsutils.config.precision` on
+        ``device`` (default: where training would run). Changing the code of any of them retrains.
+        """
+        modules = _loss_modules(self.loss_spec())
+        return _key({"spec": json.loads(self.canonical_json())}, modules, device)
+
+
+def _loss_modules(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Modules outside the core whose code decides a loss (its factory's module, a nested teacher's too)."""
+    mods = set()
+    factory = loss_factory(spec["name"])
+    if factory.__module__ not in _CORE_MODULES:
+        mods.add(factory.__module__)
+    teacher = spec.get("teacher")
+    if isinstance(teacher, Mapping) and isinstance(teacher.get("loss"), Mapping):
+        mods |= set(_loss_modules(teacher["loss"]))
+    return tuple(sorted(mods))
 
 
 @dataclass
 class TrainedRun:
     """A trained model and how it was made.
 
-    ``model``: eval mode, on the training device; ``history``: per-epoch ``train_loss``,
-    ``train_acc``, ``val_loss``, ``val_acc``, ``seconds`` (from the original training, also
-    when loaded from the cache); ``key``: :meth:`RunSpec.key`; ``from_cache``: whether it was
-    loaded; ``seconds``: wall time of the :func:`train_model` call that returned it.
+    ``model``: eval mode, on the training device; ``history``: per-epoch ``train_loss``, ``train_acc``,
+    ``val_loss`` (cross-entropy = NLL), ``val_acc``, ``val_ece`` (15 bins), ``val_conf`` (mean max
+    probability) and ``seconds`` (from the original training, also when loaded from the cache); ``key``:
+    :meth:`RunSpec.key`; ``from_cache``: whether it was loaded; ``seconds``: wall time of the call that returned it.
     """
 
-    spec: RunSpec
+    spec: Any
     model: nn.Module
     history: dict[str, list[float]]
     key: str
@@ -628,14 +681,59 @@ class TrainedRun:
     seconds: float
 
 
-# --------------------------------------------------------------------------------------------- cache
+# --------------------------------------------------------------------------------------------- the cache
+#: The modules whose code determines a trained model's weights (their source, without docstrings, is hashed).
+_CORE_MODULES = ("lsutils.train", "lsutils.models", "lsutils.losses", "lsutils.targets", "lsutils.data")
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@functools.lru_cache(maxsize=64)
+def _module_fingerprint(module: str) -> str:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        raise ValueError(f"cannot fingerprint module {module!r}: no Python source found")
+    tree = _strip_docstrings(ast.parse(pathlib.Path(spec.origin).read_text(encoding="utf-8")))
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
+def code_fingerprint(modules: Iterable[str] = ()) -> str:
+    """SHA-256 over the code of the core modules that determine a model's weights, plus ``modules``.
+
+    The code is each module's syntax tree without docstrings and comments: editing documentation keeps every
+    cached model, changing a line of code retrains the models it could affect (the cache cannot tell which).
+
+    >>> len(code_fingerprint())
+    64
+    """
+    names = sorted(set(_CORE_MODULES) | set(modules))
+    return hashlib.sha256(json.dumps({n: _module_fingerprint(n) for n in names}).encode()).hexdigest()
+
+
+def _key(config: Mapping[str, Any], modules: Iterable[str], device: Any) -> str:
+    dev = torch.device(device) if device is not None else default_device()
+    payload = {"config": config, "code": code_fingerprint(modules), "precision": precision(dev),
+               "device": dev.type, "format": CACHE_FORMAT}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def cache_path(spec: RunSpec) -> pathlib.Path:
     """Where :func:`train_model` caches ``spec``: ``data_root()/"cache"/f"{spec.key()}.pt"``."""
     if not isinstance(spec, RunSpec):
         raise TypeError(f"spec must be a RunSpec, got {type(spec).__name__}")
-    from .data import data_root
+    return _cache_file(spec.key())
 
-    return data_root() / "cache" / f"{spec.key()}.pt"
+
+def _cache_file(key: str) -> pathlib.Path:
+    return data_root() / "cache" / f"{key}.pt"
 
 
 def _state_checksum(state: Mapping[str, torch.Tensor], history: Mapping[str, Any], meta: str) -> str:
@@ -663,12 +761,13 @@ def _write_cache(path: pathlib.Path, payload: dict[str, Any]) -> None:
         raise
 
 
-_REQUIRED = {"format": str, "key": str, "spec": str, "state_dict": dict, "history": dict, "model_args": dict,
+_REQUIRED = {"format": str, "key": str, "config": str, "state_dict": dict, "history": dict, "meta": dict,
              "checksum": str}
 
 
-def _read_cache(path: pathlib.Path, spec: RunSpec, key: str, device: torch.device) -> tuple[nn.Module, dict] | str:
-    """The cached ``(model, history)``, or a one-line reason why the file cannot be used."""
+def _read_cache(path: pathlib.Path, config_json: str, key: str, device: torch.device,
+                build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict, dict] | str:
+    """The cached ``(model, history, meta)``, or a one-line reason why the file cannot be used."""
     try:
         with warnings.catch_warnings():  # torch's own warnings about a garbled file: our one warning says it
             warnings.simplefilter("ignore")
@@ -682,23 +781,84 @@ def _read_cache(path: pathlib.Path, spec: RunSpec, key: str, device: torch.devic
             return f"lacks the field {field!r}"
     if payload["format"] != CACHE_FORMAT:
         return f"has format {payload['format']!r}, expected {CACHE_FORMAT!r}"
-    if payload["key"] != key or payload["spec"] != spec.canonical_json():
-        return "belongs to another run spec"
-    meta = json.dumps(payload["model_args"], sort_keys=True) + payload["spec"]
-    if _state_checksum(payload["state_dict"], payload["history"], meta) != payload["checksum"]:
+    if payload["key"] != key or payload["config"] != config_json:
+        return "belongs to another configuration"
+    meta_json = json.dumps(payload["meta"], sort_keys=True) + payload["config"]
+    if _state_checksum(payload["state_dict"], payload["history"], meta_json) != payload["checksum"]:
         return "fails its checksum"
     try:
-        args = payload["model_args"]
-        model = _build(spec, int(args["num_classes"]), int(args["in_channels"]), int(args["image_size"]))
+        model = build(payload["meta"])
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:
         return f"does not fit the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    return model.to(device).eval(), payload["history"]
+    return model.to(device).eval(), payload["history"], payload["meta"]
+
+
+def _cached(config: Mapping[str, Any], key: str, device: torch.device, build: Callable[[dict], nn.Module],
+            train: Callable[[], tuple[nn.Module, dict, dict]], stacklevel: int) -> tuple[nn.Module, dict, bool]:
+    """The cache protocol shared by :func:`train_model` and :func:`load_or_train`: load, else train and store."""
+    config_json = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    path = _cache_file(key)
+    if path.exists():
+        loaded = _read_cache(path, config_json, key, device, build)
+        if isinstance(loaded, str):
+            warnings.warn(f"lsutils: cached model {path.name} {loaded}; retraining", RuntimeWarning,
+                          stacklevel=stacklevel)
+        else:
+            return loaded[0], loaded[1], True
+    model, history, meta = train()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta_json = json.dumps(meta, sort_keys=True) + config_json
+    _write_cache(path, {"format": CACHE_FORMAT, "key": key, "config": config_json, "state_dict": state,
+                        "history": history, "meta": meta, "checksum": _state_checksum(state, history, meta_json)})
+    return model.eval(), history, False
+
+
+def load_or_train(config: Mapping[str, Any], build: Callable[[], nn.Module],
+                  train: Callable[[nn.Module], Mapping[str, Any]], *, code: Iterable[str] = (),
+                  device: Any = None) -> TrainedRun:
+    """Any model, trained once and cached by a key over its full configuration and the code that trains it.
+
+    ``config``: plain JSON-able data that determines the model (sizes, seeds, hyper-parameters, data);
+    ``build()``: a fresh, untrained model; ``train(model)``: trains it in place on ``device`` and returns its
+    history (a dict of JSON-able lists); ``code``: the modules (dotted names) whose code trains it, hashed into
+    the key with the core's (:func:`code_fingerprint`). The file is written atomically and read back with
+    ``torch.load(..., weights_only=True)``; a corrupt file is retrained with one warning. Returns a
+    :class:`TrainedRun` (its ``spec`` is ``config``).
+
+    >>> run = load_or_train({"what": "demo", "seed": 0}, lambda: nn.Linear(2, 2),
+    ...                     lambda m: {"loss": [0.0]}, device="cpu")    # doctest: +SKIP
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict of plain data, got {type(config).__name__}")
+    for name, fn in (("build", build), ("train", train)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    if isinstance(code, str):
+        code = (code,)
+    dev = _resolve_device(device)
+    config = json.loads(json.dumps(config, allow_nan=False))   # plain data only: fails here, not later
+    key = _key({"custom": config}, tuple(code), dev)
+    t0 = time.perf_counter()
+
+    def fresh(meta: dict) -> nn.Module:
+        model = build()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"build() must return a torch.nn.Module, got {type(model).__name__}")
+        return model
+
+    def run() -> tuple[nn.Module, dict, dict]:
+        model = fresh({}).to(dev)
+        history = train(model)
+        if not isinstance(history, Mapping):
+            raise TypeError(f"train(model) must return its history as a dict, got {type(history).__name__}")
+        return model, json.loads(json.dumps(dict(history))), {}
+
+    model, history, from_cache = _cached({"custom": config}, key, dev, fresh, run, stacklevel=3)
+    return TrainedRun(config, model.to(dev), history, key, from_cache, time.perf_counter() - t0)
 
 
 def _build(spec: RunSpec, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    from .models import build_model
-
     kw: dict[str, Any] = {"dropout": spec.dropout} if spec.dropout > 0 else {}
     return build_model(spec.model, num_classes, in_channels, width=spec.width, image_size=image_size, **kw)
 
@@ -714,6 +874,8 @@ def _check_data(spec: RunSpec, data: Any) -> None:
         problems.append(f"{len(data.train.y)} training examples != n_train={spec.n_train}")
     if len(data.val.y) != spec.n_val:
         problems.append(f"{len(data.val.y)} validation examples != n_val={spec.n_val}")
+    if spec.classes is not None and data.num_classes != len(spec.classes):
+        problems.append(f"{data.num_classes} classes != the spec's {len(spec.classes)} classes {spec.classes}")
     if problems:
         raise ValueError("data does not match the spec (the cache key would describe other data): "
                          + "; ".join(problems))
@@ -723,72 +885,61 @@ def _train_model(spec: RunSpec, *, progress: bool, data: Any, leave: bool) -> Tr
     if not isinstance(spec, RunSpec):
         raise TypeError(f"spec must be a RunSpec, got {type(spec).__name__}")
     _check_bool("progress", progress)
-    from .config import default_device
-
     t0 = time.perf_counter()
     device = default_device()
-    key = spec.key()
-    path = cache_path(spec)
-    if path.exists():
-        loaded = _read_cache(path, spec, key, device)
-        if isinstance(loaded, str):
-            warnings.warn(f"lsutils: cached run {path} {loaded}; retraining", RuntimeWarning, stacklevel=3)
+
+    def build(meta: dict) -> nn.Module:
+        return _build(spec, int(meta["num_classes"]), int(meta["in_channels"]), int(meta["image_size"]))
+
+    def train() -> tuple[nn.Module, dict, dict]:
+        ds = data
+        if ds is None:
+            ds = load_dataset(spec.dataset, n_train=spec.n_train, n_val=spec.n_val, seed=spec.data_seed,
+                              classes=spec.classes)
         else:
-            model, history = loaded
-            return TrainedRun(spec, model, history, key, True, time.perf_counter() - t0)
+            _check_data(spec, ds)
+        meta = {"num_classes": int(ds.num_classes), "in_channels": int(ds.train.x.shape[1]),
+                "image_size": int(ds.train.x.shape[-1])}
+        train_x = ds.train.x.to(device)
+        train_y = ds.train.y
+        if spec.label_noise > 0:
+            train_y = add_label_noise(train_y, meta["num_classes"], spec.label_noise, seed=spec.data_seed)
+        train_y = train_y.to(device)
+        with _seeded(spec.seed, device):
+            model = build(meta)
 
-    if data is None:
-        from .data import load_dataset
+        def load_model(teacher: Any) -> nn.Module:
+            if isinstance(teacher, Mapping):
+                teacher = RunSpec.from_dict(teacher)
+            return _train_model(teacher, progress=progress, data=None, leave=False).model
 
-        data = load_dataset(spec.dataset, n_train=spec.n_train, n_val=spec.n_val, seed=spec.data_seed)
-    else:
-        _check_data(spec, data)
-    num_classes = int(data.num_classes)
-    in_channels, image_size = int(data.train.x.shape[1]), int(data.train.x.shape[-1])
-    train_x = data.train.x.to(device)
-    train_y = data.train.y
-    if spec.label_noise > 0:
-        train_y = add_label_noise(train_y, num_classes, spec.label_noise, seed=spec.data_seed)
-    train_y = train_y.to(device)
+        loss_fn = build_loss(spec.loss_spec(), LossContext(train_x, train_y, device, load_model))
+        desc = f"{spec.model} {spec.loss_spec().get('name')} seed={spec.seed}"
+        history = _fit(model, train_x, train_y, loss_fn, epochs=spec.epochs, batch_size=spec.batch_size,
+                       lr=spec.lr, weight_decay=spec.weight_decay, seed=spec.seed, device=device,
+                       augment=spec.augment, val=ds.val if len(ds.val.y) else None, progress=progress, desc=desc,
+                       leave=leave)
+        return model, history, meta
 
-    with _seeded(spec.seed, device):
-        model = _build(spec, num_classes, in_channels, image_size)
-
-    from .registry import LossContext, build_loss
-
-    def load_model(teacher: Any) -> nn.Module:
-        if isinstance(teacher, Mapping):
-            teacher = RunSpec.from_dict(teacher)
-        return _train_model(teacher, progress=progress, data=None, leave=False).model
-
-    loss_fn = build_loss(spec.loss_spec(), LossContext(train_x, train_y, device, load_model))
-    desc = f"{spec.model} {spec.loss_spec().get('name')} seed={spec.seed}"
-    history = _fit(model, train_x, train_y, loss_fn, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                   weight_decay=spec.weight_decay, seed=spec.seed, device=device, augment=spec.augment,
-                   val=data.val if len(data.val.y) else None, progress=progress, desc=desc, leave=leave)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    model_args = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
-    spec_json = spec.canonical_json()
-    payload = {"format": CACHE_FORMAT, "key": key, "spec": spec_json, "state_dict": state, "history": history,
-               "model_args": model_args,
-               "checksum": _state_checksum(state, history, json.dumps(model_args, sort_keys=True) + spec_json)}
-    _write_cache(path, payload)
-    model.eval()
-    return TrainedRun(spec, model, history, key, False, time.perf_counter() - t0)
+    key = spec.key(device)
+    model, history, from_cache = _cached({"spec": json.loads(spec.canonical_json())}, key, device, build, train,
+                                         stacklevel=4)
+    return TrainedRun(spec, model, history, key, from_cache, time.perf_counter() - t0)
 
 
 def train_model(spec: RunSpec, *, progress: bool = True, data: Any = None) -> TrainedRun:
     """Train the model that ``spec`` describes, or load it from the cache.
 
-    The cache file is ``data_root()/"cache"/f"{spec.key()}.pt"`` (see :func:`cache_path`); it holds
-    the weights, the history, the spec's JSON, the model's shape arguments and a checksum, and is
-    written atomically (temporary file + ``os.replace``) and read with ``torch.load(...,
-    weights_only=True)``. A file that cannot be read, lacks a field, belongs to another spec or fails
-    its checksum gives one ``RuntimeWarning`` and the model is retrained (and the file rewritten).
+    The cache file is ``data_root()/"cache"/f"{spec.key()}.pt"`` (see :func:`cache_path` and
+    :meth:`RunSpec.key`: the spec, the code that trains it and the arithmetic); it holds the weights, the
+    history, the spec's JSON, the model's shape arguments and a checksum, and is written atomically (temporary
+    file + ``os.replace``) and read with ``torch.load(..., weights_only=True)``. A file that cannot be read,
+    lacks a field, belongs to another spec or fails its checksum gives one ``RuntimeWarning`` and the model is
+    retrained (and the file rewritten).
 
     Training: ``lsutils.data.load_dataset(spec.dataset, n_train=spec.n_train, n_val=spec.n_val,
-    seed=spec.data_seed)`` (or ``data``, which must have the spec's dataset and sizes), label noise
-    (:func:`add_label_noise` seeded by ``data_seed``) when ``spec.label_noise > 0``, the model from
+    seed=spec.data_seed, classes=spec.classes)`` (or ``data``, which must have the spec's dataset and sizes),
+    label noise (:func:`add_label_noise` seeded by ``data_seed``) when ``spec.label_noise > 0``, the model from
     ``build_model(spec.model, K, C, width=spec.width, dropout=spec.dropout)`` initialised under
     ``torch.manual_seed(spec.seed)``, the loss from ``build_loss(spec.loss_spec(), LossContext(...))``,
     then :func:`fit` with validation on ``data.val`` every epoch.
@@ -802,11 +953,11 @@ def train_model(spec: RunSpec, *, progress: bool = True, data: Any = None) -> Tr
     return _train_model(spec, progress=progress, data=data, leave=True)
 
 
-def train_many(specs: Iterable[RunSpec], **kw: Any) -> list[TrainedRun]:
+def train_many(specs: Iterable[RunSpec], *, progress: bool = True, data: Any = None) -> list[TrainedRun]:
     """:func:`train_model` for each spec, in order, under one outer progress bar; returns the runs.
 
-    ``kw`` (``progress``, ``data``) go to every :func:`train_model` call; the per-run bars
-    disappear when each run ends, the outer bar counts runs.
+    ``progress`` and ``data`` go to every :func:`train_model` call; the per-run bars disappear when each run
+    ends, the outer bar counts runs (and how many came from the cache).
 
     >>> runs = train_many([spec_ce, spec_ls], progress=False)  # doctest: +SKIP
     """
@@ -814,16 +965,11 @@ def train_many(specs: Iterable[RunSpec], **kw: Any) -> list[TrainedRun]:
     for i, spec in enumerate(specs):
         if not isinstance(spec, RunSpec):
             raise TypeError(f"specs[{i}] must be a RunSpec, got {type(spec).__name__}")
-    unknown = sorted(set(kw) - {"progress", "data"})
-    if unknown:
-        raise TypeError(f"train_many got unexpected keyword(s) {unknown}; allowed: progress, data")
-    progress = _check_bool("progress", kw.get("progress", True))
-    from ._validate import progress_bar
-
+    progress = _check_bool("progress", progress)
     runs = []
     with progress_bar(total=len(specs), desc="runs", unit="run", disable=not progress) as bar:
         for spec in specs:
-            run = _train_model(spec, progress=progress, data=kw.get("data"), leave=False)
+            run = _train_model(spec, progress=progress, data=data, leave=False)
             runs.append(run)
             bar.set_postfix({"cached": sum(r.from_cache for r in runs)}, refresh=False)
             bar.update(1)

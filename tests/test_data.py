@@ -215,7 +215,7 @@ def test_digits_ood_shape_and_range():
 def test_bad_arguments(tmp_data_root):
     with pytest.raises(ValueError, match=r"name must be one of \['cifar10', 'fashion_mnist'\], got 'mnist'"):
         load_dataset("mnist")
-    with pytest.raises(TypeError, match="n_train must be an int or None"):
+    with pytest.raises(TypeError, match="n_train must be an int"):
         load_dataset(n_train=1.5)
     with pytest.raises(ValueError, match="n_val must be >= 0"):
         load_dataset(n_val=-1)

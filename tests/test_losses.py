@@ -158,7 +158,7 @@ def test_formula_terms():
     # the minimum over p is H(q'), reached at p = q'
     q = ls.smooth_targets(y, 8, eps, dtype=torch.float64)
     at_q = ls.smoothed_cross_entropy(q.log(), y, eps, reduction="none")
-    torch.testing.assert_close(at_q, torch.full_like(at_q, ls.smoothed_target_entropy(8, eps)))
+    torch.testing.assert_close(at_q, torch.full_like(at_q, ls.targets.smoothed_target_entropy(8, eps)))
 
 
 # ----------------------------------------------------------------------------------------- other conventions
@@ -174,12 +174,12 @@ def test_fairseq_loss_equals_pytorch_with_converted_epsilon(seed):
     y[torch.rand(y.shape, generator=g) < 0.2] = 0
     eps_t = ls.convert_epsilon(eps_f, k, "fairseq", "torch")
     for red in ("sum", "mean", "none"):
-        ours = ls.fairseq_smoothed_nll_loss(z, y, eps_f, ignore_index=0, reduction=red)
+        ours = ls.losses.fairseq_smoothed_nll_loss(z, y, eps_f, ignore_index=0, reduction=red)
         ref = F.cross_entropy(z, y, label_smoothing=eps_t, ignore_index=0, reduction=red)
         torch.testing.assert_close(ours, ref)
     # and against the explicit fairseq targets, no padding
-    q = ls.fairseq_targets(y, k, eps_f, dtype=torch.float64).movedim(-1, 1)
-    torch.testing.assert_close(ls.fairseq_smoothed_nll_loss(z, y, eps_f, reduction="sum"),
+    q = ls.targets.fairseq_targets(y, k, eps_f, dtype=torch.float64).movedim(-1, 1)
+    torch.testing.assert_close(ls.losses.fairseq_smoothed_nll_loss(z, y, eps_f, reduction="sum"),
                                F.cross_entropy(z, q, reduction="sum"))
 
 
@@ -201,19 +201,19 @@ def test_annotated_transformer_loss(seed):
     z = torch.randn(12, k, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, k, (12,), generator=g)
     y[:3] = pad
-    loss = ls.annotated_transformer_loss(z, y, eps, padding_idx=pad)
+    loss = ls.losses.annotated_transformer_loss(z, y, eps, padding_idx=pad)
     torch.testing.assert_close(loss, _annotated_reference(z.log_softmax(1), y, k, pad, eps))
     # KL = cross-entropy against the same targets minus their entropy (a constant): equal gradients
-    q = ls.annotated_transformer_targets(y, k, eps, pad, dtype=torch.float64)
+    q = ls.losses.annotated_transformer_targets(y, k, eps, pad, dtype=torch.float64)
     ce = F.cross_entropy(z, q, reduction="sum")
     entropy = -torch.special.xlogy(q, q).sum()
     torch.testing.assert_close(loss, ce - entropy)
     (g1,) = torch.autograd.grad(loss, z)
     (g2,) = torch.autograd.grad(ce, z)
     torch.testing.assert_close(g1, g2)
-    rows = ls.annotated_transformer_loss(z, y, eps, pad, reduction="none")
+    rows = ls.losses.annotated_transformer_loss(z, y, eps, pad, reduction="none")
     assert rows.shape == (12,) and float(rows[:3].detach().abs().max()) == 0.0
-    torch.testing.assert_close(ls.annotated_transformer_loss(z, y, eps, pad, reduction="mean"), loss / (y != pad).sum())
+    torch.testing.assert_close(ls.losses.annotated_transformer_loss(z, y, eps, pad, reduction="mean"), loss / (y != pad).sum())
 
 
 def test_smoothed_bce_with_logits():
@@ -221,14 +221,14 @@ def test_smoothed_bce_with_logits():
     z = torch.randn(8, 4, generator=g)
     t = (torch.rand(8, 4, generator=g) < 0.3).long()
     ref = F.binary_cross_entropy_with_logits(z, t.float() * 0.9 + 0.05)
-    torch.testing.assert_close(ls.smoothed_bce_with_logits(z, t, 0.1), ref)
+    torch.testing.assert_close(ls.losses.smoothed_bce_with_logits(z, t, 0.1), ref)
     # YOLOv5's way: fill with cn, put cp at the positives
-    cp, cn = ls.smooth_bce(0.1)
+    cp, cn = ls.targets.smooth_bce(0.1)
     yolo = torch.full_like(z, cn)
     yolo[t.bool()] = cp
-    torch.testing.assert_close(ls.smoothed_bce_with_logits(z, t, 0.1, reduction="none"),
+    torch.testing.assert_close(ls.losses.smoothed_bce_with_logits(z, t, 0.1, reduction="none"),
                                F.binary_cross_entropy_with_logits(z, yolo, reduction="none"))
-    torch.testing.assert_close(ls.smoothed_bce_with_logits(z, t, 0.0), F.binary_cross_entropy_with_logits(z, t.float()))
+    torch.testing.assert_close(ls.losses.smoothed_bce_with_logits(z, t, 0.0), F.binary_cross_entropy_with_logits(z, t.float()))
 
 
 # ------------------------------------------------------------------------------------------------ logit gap
@@ -244,43 +244,43 @@ def test_optimal_logit_gap_closed_form():
 
 @pytest.mark.parametrize("k,alpha", [(2, 0.1), (10, 0.1), (10, 0.01), (10, 0.5), (100, 0.2), (1000, 0.05), (5, 1.0)])
 def test_numeric_logit_gap_matches_closed_form(k, alpha):
-    assert ls.numeric_logit_gap(k, alpha) == pytest.approx(ls.optimal_logit_gap(k, alpha), abs=1e-6)
+    assert ls.losses.numeric_logit_gap(k, alpha) == pytest.approx(ls.optimal_logit_gap(k, alpha), abs=1e-6)
 
 
 def test_numeric_logit_gap_is_seed_independent():
-    assert ls.numeric_logit_gap(10, 0.1, seed=1) == pytest.approx(ls.numeric_logit_gap(10, 0.1, seed=2), abs=1e-6)
+    assert ls.losses.numeric_logit_gap(10, 0.1, seed=1) == pytest.approx(ls.losses.numeric_logit_gap(10, 0.1, seed=2), abs=1e-6)
 
 
 # ------------------------------------------------------------------------------ does the knob do anything?
 def test_smoothing_changes_loss_accepts_working_losses():
     for make in (lambda eps: torch.nn.CrossEntropyLoss(label_smoothing=eps),
                  lambda eps: (lambda z, y: ls.smoothed_cross_entropy(z, y, eps)),
-                 lambda eps: ls.build_loss(ls.smoothing_spec(eps))):
-        r = ls.assert_smoothing_has_effect(make)
+                 lambda eps: ls.losses.build_loss(ls.smoothing_spec(eps))):
+        r = ls.losses.assert_smoothing_has_effect(make)
         assert r["changed"] and r["loss_changed"] and r["grad_change"] > 1e-3
 
 
 def test_smoothing_changes_loss_catches_a_dead_knob():
     dead = lambda eps: torch.nn.CrossEntropyLoss()          # noqa: E731  (argument accepted, never used)
-    r = ls.smoothing_changes_loss(dead)
+    r = ls.losses.smoothing_changes_loss(dead)
     assert not r["changed"] and r["loss_change"] == 0.0 and r["grad_change"] == 0.0
     with pytest.raises(AssertionError, match="label smoothing has no effect"):
-        ls.assert_smoothing_has_effect(dead)
+        ls.losses.assert_smoothing_has_effect(dead)
 
 
 def test_smoothing_changes_loss_catches_a_constant_shift():
     """A loss whose ε only adds a constant changes the value but not the gradient: still caught."""
     shifted = lambda eps: (lambda z, y: F.cross_entropy(z, y) + eps)   # noqa: E731
-    r = ls.smoothing_changes_loss(shifted)
+    r = ls.losses.smoothing_changes_loss(shifted)
     assert r["loss_changed"] and not r["grad_changed"]
     with pytest.raises(AssertionError, match="no effect"):
-        ls.assert_smoothing_has_effect(shifted)
+        ls.losses.assert_smoothing_has_effect(shifted)
 
 
 def test_smoothing_changes_loss_with_given_inputs():
     z = torch.randn(5, 3)
     y = torch.tensor([0, 1, 2, 0, 1])
-    r = ls.smoothing_changes_loss(lambda eps: (lambda a, b: F.cross_entropy(a, b, label_smoothing=eps)), 0.2,
+    r = ls.losses.smoothing_changes_loss(lambda eps: (lambda a, b: F.cross_entropy(a, b, label_smoothing=eps)), 0.2,
                                   logits=z, target=y)
     assert r["loss_0"] == pytest.approx(float(F.cross_entropy(z, y)))
     assert r["loss_eps"] == pytest.approx(float(F.cross_entropy(z, y, label_smoothing=0.2)))
@@ -288,13 +288,13 @@ def test_smoothing_changes_loss_with_given_inputs():
 
 def test_smoothing_changes_loss_errors():
     with pytest.raises(TypeError, match="make_loss must be callable"):
-        ls.smoothing_changes_loss(0.1)
+        ls.losses.smoothing_changes_loss(0.1)
     with pytest.raises(ValueError, match=r"epsilon must be in \(0.0, 1.0\], got 0.0"):
-        ls.smoothing_changes_loss(lambda eps: F.cross_entropy, 0.0)
+        ls.losses.smoothing_changes_loss(lambda eps: F.cross_entropy, 0.0)
     with pytest.raises(ValueError, match="pass both logits and target"):
-        ls.smoothing_changes_loss(lambda eps: F.cross_entropy, logits=torch.randn(2, 3))
+        ls.losses.smoothing_changes_loss(lambda eps: F.cross_entropy, logits=torch.randn(2, 3))
     with pytest.raises(TypeError, match="must return a scalar tensor"):
-        ls.smoothing_changes_loss(lambda eps: (lambda z, y: F.cross_entropy(z, y, reduction="none")))
+        ls.losses.smoothing_changes_loss(lambda eps: (lambda z, y: F.cross_entropy(z, y, reduction="none")))
 
 
 # --------------------------------------------------------------------------------- the trainer's losses
@@ -302,11 +302,11 @@ def test_registered_losses():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(16, 10, generator=g)
     y = torch.randint(0, 10, (16,), generator=g)
-    assert {"ce", "ls"} <= set(ls.available_losses())
-    torch.testing.assert_close(ls.build_loss({"name": "ce"})(z, y), ls.smoothed_cross_entropy(z, y, 0.0))
-    torch.testing.assert_close(ls.build_loss({"name": "ls", "epsilon": 0.1})(z, y), ls.smoothed_cross_entropy(z, y, 0.1))
+    assert {"ce", "ls"} <= set(ls.losses.available_losses())
+    torch.testing.assert_close(ls.losses.build_loss({"name": "ce"})(z, y), ls.smoothed_cross_entropy(z, y, 0.0))
+    torch.testing.assert_close(ls.losses.build_loss({"name": "ls", "epsilon": 0.1})(z, y), ls.smoothed_cross_entropy(z, y, 0.1))
     with pytest.raises(ValueError, match="epsilon must be in"):
-        ls.build_loss({"name": "ls", "epsilon": 1.5})
+        ls.losses.build_loss({"name": "ls", "epsilon": 1.5})
 
 
 # ------------------------------------------------------------------------------------------------- errors
@@ -360,29 +360,29 @@ def test_sequence_shape_errors():
 
 def test_other_loss_errors():
     with pytest.raises(TypeError, match="target must hold integer class indices"):
-        ls.fairseq_smoothed_nll_loss(Z, torch.rand(3, 4), 0.1)
+        ls.losses.fairseq_smoothed_nll_loss(Z, torch.rand(3, 4), 0.1)
     with pytest.raises(ValueError, match="class index 4"):
-        ls.fairseq_smoothed_nll_loss(Z, torch.tensor([0, 1, 4]), 0.1)
+        ls.losses.fairseq_smoothed_nll_loss(Z, torch.tensor([0, 1, 4]), 0.1)
     with pytest.raises(ValueError, match="epsilon must be in"):
-        ls.fairseq_smoothed_nll_loss(Z, Y, 2.0)
+        ls.losses.fairseq_smoothed_nll_loss(Z, Y, 2.0)
     with pytest.raises(TypeError, match="ignore_index must be an int"):
-        ls.fairseq_smoothed_nll_loss(Z, Y, 0.1, ignore_index="pad")
+        ls.losses.fairseq_smoothed_nll_loss(Z, Y, 0.1, ignore_index="pad")
     with pytest.raises(ValueError, match=r"logits must have shape \(N, K\)"):
-        ls.annotated_transformer_loss(torch.zeros(2, 4, 3), torch.zeros(2, 3, dtype=torch.long), 0.1, 0)
+        ls.losses.annotated_transformer_loss(torch.zeros(2, 4, 3), torch.zeros(2, 3, dtype=torch.long), 0.1, 0)
     with pytest.raises(ValueError, match=r"target must have shape \(3,\)"):
-        ls.annotated_transformer_loss(Z, torch.tensor([1, 2]), 0.1, 0)
+        ls.losses.annotated_transformer_loss(Z, torch.tensor([1, 2]), 0.1, 0)
     with pytest.raises(ValueError, match="padding_idx must be in"):
-        ls.annotated_transformer_loss(Z, Y, 0.1, padding_idx=9)
+        ls.losses.annotated_transformer_loss(Z, Y, 0.1, padding_idx=9)
     with pytest.raises(ValueError, match="reduction must be one of"):
-        ls.annotated_transformer_loss(Z, Y, 0.1, 0, reduction="batchmean")
+        ls.losses.annotated_transformer_loss(Z, Y, 0.1, 0, reduction="batchmean")
     with pytest.raises(ValueError, match=r"target must have the shape of logits \(3, 4\)"):
-        ls.smoothed_bce_with_logits(Z, torch.ones(3), 0.1)
+        ls.losses.smoothed_bce_with_logits(Z, torch.ones(3), 0.1)
     with pytest.raises(ValueError, match="target must hold only 0 and 1"):
-        ls.smoothed_bce_with_logits(Z, torch.full((3, 4), 2), 0.1)
+        ls.losses.smoothed_bce_with_logits(Z, torch.full((3, 4), 2), 0.1)
     with pytest.raises(ValueError, match="alpha must be > 0"):
-        ls.numeric_logit_gap(10, 0.0)
+        ls.losses.numeric_logit_gap(10, 0.0)
     with pytest.raises(ValueError, match="steps must be >= 1"):
-        ls.numeric_logit_gap(10, 0.1, steps=0)
+        ls.losses.numeric_logit_gap(10, 0.1, steps=0)
     with pytest.raises(ValueError, match="alpha must be in"):
         ls.optimal_logit_gap(10, 1.5)
     with pytest.raises(ValueError, match="num_classes must be >= 2"):

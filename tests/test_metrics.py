@@ -65,9 +65,8 @@ def real_overconfident(real_logits):
 
 
 def test_exported_from_package():
-    for name in ["accuracy", "nll", "expected_calibration_error", "max_calibration_error", "calibration_bins",
-                 "calibration_report", "fit_temperature", "temperature_scaled_report", "plot_reliability", "msp_score", "max_logit_score",
-                 "energy_score", "ood_metrics"]:
+    for name in ["accuracy", "nll", "expected_calibration_error", "fit_temperature", "plot_reliability", "msp_score",
+                 "max_logit_score", "energy_score", "ood_metrics", "risk_coverage_curve", "aurc"]:
         assert getattr(ls, name) is getattr(ls.metrics, name)
 
 
@@ -171,7 +170,7 @@ def test_calibration_report_and_temperature_invariance():
     logits, labels = _random_case()
     r1 = calibration_report(logits, labels)
     r2 = calibration_report(logits, labels, temperature=2.5)
-    assert set(r1) == {"acc", "nll", "ece", "mce"} and all(isinstance(v, float) for v in r1.values())
+    assert set(r1) == {"acc", "nll", "ece", "mce", "conf"} and all(isinstance(v, float) for v in r1.values())
     assert r1["acc"] == r2["acc"]  # temperature never changes the predicted class
     assert r2["nll"] == pytest.approx(nll(logits / 2.5, labels), rel=1e-9)
     assert r2["ece"] == pytest.approx(expected_calibration_error((logits / 2.5).softmax(1), labels), abs=1e-6)

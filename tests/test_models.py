@@ -45,7 +45,8 @@ def test_dropout_sits_before_the_classifier():
         assert isinstance(build_model(name, 10, 1, dropout=0.2).head_dropout, torch.nn.Dropout)
 
 
-def test_predict_logits_chunks_equal_one_pass_and_restore_mode():
+def test_predict_logits_chunks_equal_one_pass_and_restore_mode(monkeypatch):
+    monkeypatch.setenv("LSUTILS_PRECISION", "fp32")       # compare with the plain float32 forward pass
     torch.manual_seed(0)
     model = build_model("cnn", 10, 1, width=8)
     model.train()
@@ -59,6 +60,9 @@ def test_predict_logits_chunks_equal_one_pass_and_restore_mode():
         torch.testing.assert_close(one, model(x))  # eval mode: BatchNorm uses running statistics
     assert not model.training  # eval stays eval
     assert one.dtype == torch.float32 and one.device.type == "cpu" and not one.requires_grad
+    monkeypatch.setenv("LSUTILS_PRECISION", "bf16")       # bf16 body, float32 classifier: close, not equal
+    torch.testing.assert_close(predict_logits(model, x), one, atol=0.05, rtol=0.02)
+    monkeypatch.setenv("LSUTILS_PRECISION", "fp32")
     feats = penultimate(model, x, batch_size=4)
     assert feats.shape == (37, 128) and not feats.requires_grad
     torch.testing.assert_close(model.classifier(feats), one)

@@ -16,10 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lsutils
 from lsutils import data as lsdata
 from lsutils import models, train
-from lsutils.registry import register_loss
+from lsutils.losses import register_loss
 from lsutils.train import Batch, RunSpec, add_label_noise, augment_batch, cache_path, fit, train_many, train_model
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -35,12 +34,16 @@ def _ce_factory(scale: float = 1.0):
 
 @register_loss("_train_test_ctx")
 def _ctx_factory(context):
+    if context is None:       # RunSpec validates its loss with context=None
+        return None
     _RECORD["contexts"].append(context)
     return lambda logits, y: F.cross_entropy(logits, y)
 
 
 @register_loss("_train_test_teacher")
 def _teacher_factory(teacher, context):
+    if context is None:
+        return None
     model = context.load_model(teacher)
     _RECORD["teachers"].append(model)
     return lambda logits, y: F.cross_entropy(logits, y)
@@ -129,7 +132,7 @@ def test_fit_learns_and_returns_history():
     x, y = _tiny(n=192)
     model = _model()
     h = _fit(model, x, y, epochs=4, lr=1e-2, val=lsdata.Split(x[:60], y[:60]))
-    assert set(h) == {"train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
+    assert set(h) == {"train_loss", "train_acc", "val_loss", "val_acc", "val_ece", "val_conf", "seconds"}
     assert all(len(v) == 4 for v in h.values())
     assert h["train_loss"][-1] < h["train_loss"][0]
     assert h["val_acc"][-1] > 0.6          # 3 well-separated classes: chance is 1/3
@@ -301,7 +304,7 @@ def test_spec_key_changes_with_every_field():
     base = _spec()
     changed = dict(dataset="cifar10", n_train=None, n_val=31, data_seed=1, model="mlp", width=5,
                    loss={"name": "_train_test_ce", "scale": 2.0}, epochs=2, batch_size=33, lr=1e-3,
-                   weight_decay=0.0, augment=True, seed=1, label_noise=0.2, dropout=0.1)
+                   weight_decay=0.0, augment=True, seed=1, label_noise=0.2, dropout=0.1, classes=(0, 1))
     assert set(changed) == {f.name for f in dataclasses.fields(RunSpec)}
     keys = {base.key()}
     for name, value in changed.items():
@@ -311,21 +314,55 @@ def test_spec_key_changes_with_every_field():
     assert _spec(lr=1).key() == _spec(lr=1.0).key()   # ints and floats normalised
 
 
-def test_spec_key_depends_on_version(monkeypatch):
+def test_spec_key_depends_on_the_code_and_the_arithmetic(monkeypatch):
     key = _spec().key()
-    monkeypatch.setattr(lsutils, "__version__", "999.0")
+    monkeypatch.setattr(train, "code_fingerprint", lambda modules=(): "0" * 64)
     assert _spec().key() != key
+    monkeypatch.undo()
+    monkeypatch.setenv("LSUTILS_PRECISION", "fp32")
+    fp32 = _spec().key()
+    monkeypatch.setenv("LSUTILS_PRECISION", "bf16")
+    assert _spec().key() != fp32
+
+
+def test_code_fingerprint_ignores_docstrings_but_not_code(tmp_path, monkeypatch):
+    (tmp_path / "fp_demo.py").write_text('"""Doc."""\ndef f(x):\n    """Doc."""\n    return x + 1  # note\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = train.code_fingerprint(["fp_demo"])
+    assert base != train.code_fingerprint()
+    train._module_fingerprint.cache_clear()
+    (tmp_path / "fp_demo.py").write_text('"""Other words."""\ndef f(x):\n    """More."""\n    return x + 1\n')
+    assert train.code_fingerprint(["fp_demo"]) == base          # documentation and comments do not count
+    train._module_fingerprint.cache_clear()
+    (tmp_path / "fp_demo.py").write_text('def f(x):\n    return x + 2\n')
+    assert train.code_fingerprint(["fp_demo"]) != base          # code does
+    train._module_fingerprint.cache_clear()
+
+
+def test_a_changed_trainer_retrains(tmp_data_root, monkeypatch):
+    ds = _fake_dataset()
+    assert not train_model(_spec(), progress=False, data=ds).from_cache
+    assert train_model(_spec(), progress=False, data=ds).from_cache
+    real = train.code_fingerprint
+    monkeypatch.setattr(train, "code_fingerprint", lambda modules=(): real(modules) + "changed")
+    assert not train_model(_spec(), progress=False, data=ds).from_cache   # new code, new key: trained again
+
+
+@register_loss("_train_test_free")
+def _free_factory(context=None, **params):
+    return lambda logits, y: F.cross_entropy(logits, y)
 
 
 def test_spec_loss_is_frozen_and_thaws_back():
     teacher = _spec(seed=9)
-    spec = _spec(loss={"name": "distill", "temperature": 4, "teacher": teacher.to_dict(), "ts": [1, 2]})
+    spec = _spec(loss={"name": "_train_test_free", "temperature": 4, "teacher": teacher.to_dict(), "ts": [1, 2]})
     hash(spec)
     assert isinstance(spec.loss, tuple)
     thawed = spec.loss_spec()
-    assert thawed == {"name": "distill", "temperature": 4, "teacher": teacher.to_dict(), "ts": [1, 2]}
+    assert thawed == {"name": "_train_test_free", "temperature": 4, "teacher": teacher.to_dict(), "ts": [1, 2]}
     assert RunSpec.from_dict(thawed["teacher"]) == teacher
-    assert _spec(loss={"name": "x", "teacher": teacher}) == _spec(loss={"name": "x", "teacher": teacher.to_dict()})
+    assert _spec(loss={"name": "_train_test_free", "teacher": teacher}) == \
+        _spec(loss={"name": "_train_test_free", "teacher": teacher.to_dict()})
     assert RunSpec.from_dict(spec.to_dict()) == spec
     assert _spec(loss=spec.loss) == spec                   # the frozen form is accepted too
 
@@ -348,8 +385,14 @@ def test_spec_from_profile_and_validation():
                             (dict(loss="ls"), TypeError, "loss must be a dict"),
                             (dict(loss={"epsilon": 0.1}), ValueError, "'name'"),
                             (dict(loss={"name": "ls", "w": torch.ones(2)}), TypeError, "plain data"),
+                            (dict(loss={"name": "lss", "epsilon": 0.1}), ValueError, "unknown loss 'lss'"),
+                            (dict(loss={"name": "ls", "epsilon": 2.0}), ValueError, "epsilon must be in"),
+                            (dict(loss={"name": "ls", "eps": 0.1}), TypeError, "bad hyper-parameters"),
+                            (dict(loss={"name": "distill", "temperature": 2.0, "teacher": {"loss": {"name": "ce"}}}),
+                             TypeError, "missing"),
                             (dict(n_train=0), ValueError, "n_train"), (dict(augment=1), TypeError, "augment"),
-                            (dict(dataset=""), TypeError, "dataset")]:
+                            (dict(dataset=""), ValueError, "dataset"), (dict(model="cnnn"), ValueError, "model"),
+                            (dict(classes=(1, 1)), ValueError, "distinct"), (dict(epochs=2.0), TypeError, "epochs")]:
         with pytest.raises(exc, match=match):
             _spec(**bad)
 
@@ -366,7 +409,7 @@ def test_train_model_miss_then_hit(tmp_data_root):
     assert not first.from_cache and path.is_file() and path.parent == tmp_data_root / "cache"
     assert path.name == f"{spec.key()}.pt" and first.key == spec.key()
     assert _no_tmp_files(tmp_data_root)
-    assert set(first.history) == {"train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
+    assert set(first.history) == {"train_loss", "train_acc", "val_loss", "val_acc", "val_ece", "val_conf", "seconds"}
     second = train_model(spec, progress=False)            # no data needed on a hit
     assert second.from_cache and _same_weights(first.model, second.model)
     assert second.history == first.history and not second.model.training
@@ -420,8 +463,8 @@ def _corrupt_wrong_shapes(path, other):
     import json
 
     payload = torch.load(path, weights_only=True)
-    payload["model_args"]["num_classes"] = 7
-    meta = json.dumps(payload["model_args"], sort_keys=True) + payload["spec"]
+    payload["meta"]["num_classes"] = 7
+    meta = json.dumps(payload["meta"], sort_keys=True) + payload["config"]
     payload["checksum"] = _state_checksum(payload["state_dict"], payload["history"], meta)
     torch.save(payload, path)
 

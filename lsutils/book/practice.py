@@ -43,128 +43,15 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ._validate import check_choice, check_class_indices, check_num_classes, check_probability, check_tensor
-from .registry import LossContext, register_loss
+from lsutils._validate import check_choice
 
-__all__ = ["SCHEDULES", "epsilon_at", "ScheduledSmoothingLoss", "OnlineLabelSmoothingLoss", "class_soft_targets",
-           "schedule_spec", "online_ls_spec", "describe_loss", "practice_settings", "random_search_configs",
-           "select_best", "score_runs", "noisy_label_fit", "plot_mean_std"]
+from lsutils.losses import OnlineLabelSmoothingLoss, ScheduledSmoothingLoss
 
-SCHEDULES = ("constant", "linear", "cosine")
-_GRANULARITIES = ("step", "epoch")
-_OLS_INITS = ("zeros", "uniform", "ls")
+__all__ = ['schedule_spec', 'online_ls_spec', 'describe_loss', 'practice_settings', 'random_search_configs', 'select_best', 'score_runs', 'noisy_label_fit', 'plot_mean_std']
 
 
 # --------------------------------------------------------------------------------------------- ε schedules
-def epsilon_at(progress: float, epsilon: float, schedule: str = "linear", final_epsilon: float = 0.0) -> float:
-    """The smoothing strength after a fraction ``progress`` ∈ [0, 1] of training.
-
-    ``schedule``: ``"constant"`` (always ``epsilon``), ``"linear"`` or ``"cosine"`` (from ``epsilon``
-    at ``progress = 0`` to ``final_epsilon`` at ``progress = 1``). Both strengths must be in [0, 1].
-
-    >>> epsilon_at(0.0, 0.1, "linear"), epsilon_at(0.5, 0.1, "linear"), epsilon_at(0.5, 0.1, "cosine")
-    (0.1, 0.05, 0.05)
-    >>> round(epsilon_at(0.25, 0.1, "cosine"), 4), epsilon_at(0.9, 0.1, "constant")
-    (0.0854, 0.1)
-    """
-    progress = check_probability("progress", progress)
-    epsilon = check_probability("epsilon", epsilon)
-    final_epsilon = check_probability("final_epsilon", final_epsilon)
-    if not isinstance(schedule, str):
-        raise TypeError(f"schedule must be a str, one of {list(SCHEDULES)}; got {type(schedule).__name__}")
-    check_choice("schedule", schedule, SCHEDULES)
-    if schedule == "constant":
-        return epsilon
-    if schedule == "linear":
-        factor = 1.0 - progress
-    else:
-        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return final_epsilon + (epsilon - final_epsilon) * factor
-
-
-
-def _check_epoch(epoch: int, epochs: int) -> None:
-    """The trainer's ``start_epoch(epoch, epochs)`` arguments: ints with ``0 <= epoch < epochs``."""
-    for name, value in (("epoch", epoch), ("epochs", epochs)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if epochs < 1 or not 0 <= epoch < epochs:
-        raise ValueError(f"need 0 <= epoch < epochs and epochs >= 1, got epoch={epoch}, epochs={epochs}")
-
-class ScheduledSmoothingLoss:
-    """Label-smoothed cross-entropy whose ``ε`` follows :func:`epsilon_at` over training.
-
-    Call ``start_epoch(epoch, epochs)`` before every epoch (the trainer does), then
-    ``loss(logits (B, K), target (B,))`` for every batch. ``n_train`` (the number of training
-    examples, one pass per epoch) makes the schedule advance per step; without it, or with
-    ``granularity="epoch"``, ``ε`` changes only at epoch boundaries. ``last_epsilon`` holds the
-    ``ε`` of the latest call and ``trace`` every ``ε`` used (one per call), for plots and tests.
-
-    >>> loss = ScheduledSmoothingLoss(0.1, "linear", n_train=4)
-    >>> loss.start_epoch(0, 2)
-    >>> logits, y = torch.zeros(2, 3), torch.tensor([0, 1])
-    >>> _ = loss(logits, y); _ = loss(logits, y)      # 0 and 2 of 4 examples seen
-    >>> [round(e, 4) for e in loss.trace]
-    [0.1, 0.075]
-    """
-
-    def __init__(self, epsilon: float, schedule: str = "linear", final_epsilon: float = 0.0,
-                 n_train: int | None = None, granularity: str = "step") -> None:
-        self.epsilon = check_probability("epsilon", epsilon)
-        self.final_epsilon = check_probability("final_epsilon", final_epsilon)
-        if not isinstance(schedule, str):
-            raise TypeError(f"schedule must be a str, one of {list(SCHEDULES)}; got {type(schedule).__name__}")
-        self.schedule = check_choice("schedule", schedule, SCHEDULES)
-        if not isinstance(granularity, str):
-            raise TypeError(f"granularity must be 'step' or 'epoch', got {type(granularity).__name__}")
-        self.granularity = check_choice("granularity", granularity, _GRANULARITIES)
-        if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1):
-            raise ValueError(f"n_train must be None or a positive int (the number of training examples), got {n_train!r}")
-        self.n_train = n_train
-        self.epoch: int | None = None
-        self.epochs: int | None = None
-        self.seen = 0
-        self.last_epsilon: float | None = None
-        self.trace: list[float] = []
-
-    def start_epoch(self, epoch: int, epochs: int) -> None:
-        """Tell the loss that epoch ``epoch`` (0-based) of ``epochs`` begins."""
-        _check_epoch(epoch, epochs)
-        self.epoch, self.epochs, self.seen = epoch, epochs, 0
-
-    def progress(self) -> float:
-        """The fraction of training done before the current batch, in [0, 1)."""
-        if self.epoch is None or self.epochs is None:
-            raise RuntimeError("call loss.start_epoch(epoch, epochs) before each epoch (the lsutils trainer does); "
-                               "a schedule needs to know where in training it is")
-        within = 0.0
-        if self.granularity == "step" and self.n_train is not None:
-            within = min(self.seen / self.n_train, 1.0)
-        return min((self.epoch + within) / self.epochs, 1.0)
-
-    def current_epsilon(self) -> float:
-        """``ε`` for the next batch."""
-        return epsilon_at(self.progress(), self.epsilon, self.schedule, self.final_epsilon)
-
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        eps = self.current_epsilon()
-        self.seen += int(target.shape[0]) if isinstance(target, torch.Tensor) and target.dim() > 0 else 1
-        self.last_epsilon = eps
-        self.trace.append(eps)
-        return F.cross_entropy(logits, target, label_smoothing=eps)
-
-
-@register_loss("ls_schedule")
-def _ls_schedule_loss(epsilon: float, schedule: str = "linear", final_epsilon: float = 0.0,
-                      granularity: str = "step", context: LossContext | None = None) -> ScheduledSmoothingLoss:
-    """``{"name": "ls_schedule", "epsilon": ε₀, "schedule": ..., ["final_epsilon": ε_f], ["granularity": "epoch"]}``."""
-    n_train = None
-    if context is not None and context.train_y is not None:
-        n_train = int(len(context.train_y))
-    return ScheduledSmoothingLoss(epsilon, schedule, final_epsilon=final_epsilon, n_train=n_train,
-                                  granularity=granularity)
 
 
 def schedule_spec(epsilon: float, schedule: str, **extra: Any) -> dict[str, Any]:
@@ -185,138 +72,6 @@ def schedule_spec(epsilon: float, schedule: str, **extra: Any) -> dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------------- online LS
-def class_soft_targets(probs: torch.Tensor, target: torch.Tensor, num_classes: int | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The OLS update: per class, the mean predicted distribution of its *correctly classified* examples.
-
-    Args:
-        probs: ``(N, K)`` predicted probabilities (softmax outputs).
-        target: ``(N,)`` int64 labels in ``[0, K)``.
-        num_classes: ``K`` (default ``probs.shape[1]``).
-
-    Returns:
-        ``(S, counts)``: ``S`` of shape ``(K, K)`` whose row ``k`` is the mean of ``probs[i]`` over
-        the examples with ``target[i] == k == argmax probs[i]`` (rows sum to 1), or uniform ``1/K``
-        where class ``k`` has no correct example; ``counts`` ``(K,)`` the number of examples averaged.
-
-    >>> p = torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
-    >>> S, n = class_soft_targets(p, torch.tensor([0, 0, 1, 1]))
-    >>> S, n
-    (tensor([[0.7000, 0.3000],
-            [0.3000, 0.7000]]), tensor([2., 1.]))
-    """
-    check_tensor("probs", probs, floating=True)
-    if probs.dim() != 2:
-        raise ValueError(f"probs must have shape (N, K), got {tuple(probs.shape)}")
-    check_tensor("target", target, floating=False)
-    if target.shape != probs.shape[:1]:
-        raise ValueError(f"target must have shape ({probs.shape[0]},) to match probs {tuple(probs.shape)}, "
-                         f"got {tuple(target.shape)}")
-    k = probs.shape[1] if num_classes is None else check_num_classes(num_classes)
-    if probs.shape[1] != k:
-        raise ValueError(f"probs has {probs.shape[1]} columns but num_classes={k}")
-    check_class_indices("target", target, k)
-    sums = torch.zeros(k, k, dtype=probs.dtype, device=probs.device)
-    counts = torch.zeros(k, dtype=probs.dtype, device=probs.device)
-    _accumulate_correct(sums, counts, probs, target)
-    return _normalise_rows(sums, counts), counts
-
-
-def _accumulate_correct(sums: torch.Tensor, counts: torch.Tensor, probs: torch.Tensor, target: torch.Tensor) -> None:
-    correct = probs.argmax(1) == target
-    y = target[correct]
-    sums.index_add_(0, y, probs[correct].to(sums.dtype))
-    counts.index_add_(0, y, torch.ones_like(y, dtype=counts.dtype))
-
-
-def _normalise_rows(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    k = sums.shape[0]
-    uniform = torch.full_like(sums, 1.0 / k)
-    return torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], uniform)
-
-
-class OnlineLabelSmoothingLoss:
-    """Online Label Smoothing (Zhang et al. 2021): ``α·CE(y) + (1-α)·H(S[y], p)`` with ``S`` learned per epoch.
-
-    ``loss(logits (B, K), target (B,))`` returns the loss and, as a side effect, adds the detached
-    softmax of the correctly classified examples of the batch to this epoch's statistics.
-    ``start_epoch(epoch, epochs)`` (the trainer calls it before every epoch) turns the previous
-    epoch's statistics into the new ``S`` (see :func:`class_soft_targets`) and clears them.
-    ``matrix`` is the ``S`` in use (``None`` until the first call tells ``K``); ``history`` holds
-    a CPU copy of every ``S`` that was used for an epoch.
-
-    >>> loss = OnlineLabelSmoothingLoss(alpha=0.5, init="ls", init_epsilon=0.1)
-    >>> loss.start_epoch(0, 2)
-    >>> logits, y = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
-    >>> round(float(loss(logits, y)), 4)
-    0.7326
-    >>> loss.start_epoch(1, 2)
-    >>> loss.matrix        # class 0: mean softmax of its one correct example; class 1: none, uniform
-    tensor([[0.8808, 0.1192],
-            [0.5000, 0.5000]])
-    """
-
-    def __init__(self, alpha: float = 0.5, init: str = "zeros", init_epsilon: float = 0.1) -> None:
-        self.alpha = check_probability("alpha", alpha)
-        if not isinstance(init, str):
-            raise TypeError(f"init must be a str, one of {list(_OLS_INITS)}; got {type(init).__name__}")
-        self.init = check_choice("init", init, _OLS_INITS)
-        self.init_epsilon = check_probability("init_epsilon", init_epsilon)
-        self.matrix: torch.Tensor | None = None
-        self.history: list[torch.Tensor] = []
-        self._sums: torch.Tensor | None = None
-        self._counts: torch.Tensor | None = None
-        self._epoch: int | None = None
-
-    def _initial(self, k: int, device: torch.device) -> torch.Tensor:
-        if self.init == "zeros":
-            return torch.zeros(k, k, device=device)
-        if self.init == "uniform":
-            return torch.full((k, k), 1.0 / k, device=device)
-        eye = torch.eye(k, device=device)
-        return (1.0 - self.init_epsilon) * eye + self.init_epsilon / k
-
-    def start_epoch(self, epoch: int, epochs: int) -> None:
-        """Begin epoch ``epoch``: the statistics gathered since the last call become ``S`` (if any were gathered)."""
-        _check_epoch(epoch, epochs)
-        if self._sums is not None and self._epoch is not None and epoch > 0:
-            self.matrix = _normalise_rows(self._sums, self._counts)
-            self.history.append(self.matrix.detach().cpu().clone())
-        if self._sums is not None:
-            self._sums.zero_()
-            self._counts.zero_()
-        self._epoch = epoch
-
-    def _ensure_state(self, k: int, device: torch.device) -> None:
-        if self.matrix is None:
-            self.matrix = self._initial(k, device)
-            self.history.append(self.matrix.detach().cpu().clone())
-            self._sums = torch.zeros(k, k, device=device)
-            self._counts = torch.zeros(k, device=device)
-        elif self.matrix.shape[0] != k:
-            raise ValueError(f"logits have {k} classes but this loss has learned soft targets for {self.matrix.shape[0]}")
-
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_tensor("logits", logits, floating=True)
-        if logits.dim() != 2:
-            raise ValueError(f"logits must have shape (B, K), got {tuple(logits.shape)}")
-        check_tensor("target", target, floating=False)
-        if target.shape != logits.shape[:1]:
-            raise ValueError(f"target must have shape ({logits.shape[0]},), got {tuple(target.shape)}")
-        k = logits.shape[1]
-        self._ensure_state(k, logits.device)
-        logp = logits.float().log_softmax(1)
-        hard = F.nll_loss(logp, target)
-        soft = -(self.matrix[target] * logp).sum(1).mean()
-        with torch.no_grad():
-            _accumulate_correct(self._sums, self._counts, logp.detach().exp(), target)
-        return self.alpha * hard + (1.0 - self.alpha) * soft
-
-
-@register_loss("online_ls")
-def _online_ls_loss(alpha: float = 0.5, init: str = "zeros", init_epsilon: float = 0.1) -> OnlineLabelSmoothingLoss:
-    """``{"name": "online_ls", "alpha": α, ["init": "zeros" | "uniform" | "ls", "init_epsilon": ε]}``."""
-    return OnlineLabelSmoothingLoss(alpha=alpha, init=init, init_epsilon=init_epsilon)
 
 
 def online_ls_spec(alpha: float = 0.5, **extra: Any) -> dict[str, Any]:
@@ -471,7 +226,7 @@ _LOGITS_MEMO_SIZE = 128
 
 def _split_logits(run: Any, name: str, split: Any, memo: bool) -> torch.Tensor:
     """Logits of ``run.model`` on ``split.x``, memoised per (run key, split name) for this exact input tensor."""
-    from .models import predict_logits
+    from lsutils.models import predict_logits
 
     key = (str(getattr(run, "key", "")), name)
     if memo and key[0] and key in _LOGITS_MEMO:
@@ -511,7 +266,7 @@ def score_runs(runs: Iterable[Any], data: Any, *, n_bins: int = 15, splits: Sequ
         ``{split}_ece`` (from :func:`lsutils.metrics.calibration_report`) and ``{split}_conf`` (the mean
         confidence, i.e. mean max probability: below the accuracy = under-confident) for every split.
     """
-    from .metrics import calibration_report, fit_temperature
+    from lsutils.metrics import calibration_report, fit_temperature
 
     if isinstance(splits, str) or not all(isinstance(s, str) for s in splits):
         raise TypeError(f"splits must be a sequence of split names, e.g. ('val', 'test'), got {splits!r}")
@@ -560,8 +315,8 @@ def noisy_label_fit(run: Any, data: Any) -> dict[str, float]:
     despite the wrong label), and ``n_flipped``. ``data`` must be the dataset the run was trained on
     (same sizes and data seed). A run without label noise gives ``n_flipped = 0`` and NaN fractions.
     """
-    from .models import predict_logits
-    from .train import add_label_noise
+    from lsutils.models import predict_logits
+    from lsutils.train import add_label_noise
 
     if not (hasattr(run, "model") and hasattr(run, "spec")):
         raise TypeError(f"run must be a TrainedRun (from train_model), got {type(run).__name__}")

@@ -29,219 +29,27 @@ Transformer does it (:func:`lsutils.annotated_transformer_loss`).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import (check_class_indices, check_finite, check_labels_1d, check_logits_2d, check_probability,
-                        check_tensor)
-from .metrics import msp_score
-from .registry import LossContext, register_loss
+from lsutils._validate import (check_class_indices, check_labels_1d, check_probability, check_tensor)
+from lsutils.metrics import msp_score
 
-__all__ = ["risk_coverage_curve", "aurc", "optimal_aurc", "excess_aurc", "selective_risk",
-           "pnorm_logit_score", "select_pnorm", "selective_report", "run_scores", "plot_risk_coverage",
-           "plot_with_without", "ls_differences", "with_without_table", "compare_confidences",
-           "plot_ls_difference",
-           "SmoothedDistillationLoss", "token_loss_report", "chapter8_settings", "regularizer_specs",
-           "model_size_specs"]
+from lsutils.metrics import aurc, excess_aurc, pnorm_logit_score, select_pnorm, selective_report, risk_coverage_curve
+
+__all__ = ['run_scores', 'plot_risk_coverage', 'plot_with_without', 'ls_differences', 'with_without_table', 'compare_confidences', 'plot_ls_difference', 'token_loss_report', 'chapter8_settings', 'regularizer_specs', 'model_size_specs']
 
 
 # --------------------------------------------------------------------------------------------- input checks
-def _as_1d_float(name: str, value: Any) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    check_tensor(name, value)
-    if value.dim() != 1:
-        raise ValueError(f"{name} must be 1-D (N,), got shape {tuple(value.shape)}")
-    if value.dtype == torch.bool:
-        value = value.to(torch.float64)
-    value = value.detach().to("cpu", torch.float64)
-    check_finite(name, value)
-    return value
-
-
-def _as_correct(value: Any, n: int) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    check_tensor("correct", value)
-    if value.dim() != 1 or value.shape[0] != n:
-        raise ValueError(f"correct must be 1-D with one entry per confidence ({n},), got shape {tuple(value.shape)}")
-    value = value.detach().cpu()
-    if value.dtype != torch.bool:
-        if not ((value == 0) | (value == 1)).all():
-            raise ValueError("correct must hold booleans or 0/1 values (1 = the prediction is right)")
-        value = value.bool()
-    return value
 
 
 # --------------------------------------------------------------------------------------------- risk-coverage
-def risk_coverage_curve(confidence: Any, correct: Any) -> dict[str, np.ndarray]:
-    """The risk–coverage curve of a confidence score: answer the most confident examples first.
-
-    Args:
-        confidence: ``(N,)`` scores, higher = more confident (e.g. the max softmax probability).
-        correct: ``(N,)`` booleans (or 0/1): whether the model's prediction on each example is right.
-
-    Returns:
-        dict of numpy arrays of length ``N``: ``coverage`` (``i/N`` for ``i = 1..N``), ``risk`` (the
-        expected error rate among the ``i`` most confident examples, ties broken uniformly at random)
-        and ``threshold`` (the confidence of the ``i``-th example).
-
-    >>> c = risk_coverage_curve(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, True]))
-    >>> c["coverage"].tolist(), c["risk"].round(3).tolist()
-    ([0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.333, 0.25])
-    """
-    conf = _as_1d_float("confidence", confidence)
-    ok = _as_correct(correct, conf.shape[0])
-    n = conf.shape[0]
-    order = torch.argsort(conf, descending=True, stable=True)
-    conf_s = conf[order]
-    err_s = (~ok[order]).to(torch.float64)
-    # Tie groups: within a group of equal confidence, every order is equally likely, so the expected number of
-    # errors among the first j members is j * (errors in group) / (group size).
-    new_group = torch.ones(n, dtype=torch.bool)
-    new_group[1:] = conf_s[1:] != conf_s[:-1]
-    group_id = torch.cumsum(new_group.long(), 0) - 1
-    n_groups = int(group_id[-1]) + 1
-    size = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, group_id, torch.ones(n, dtype=torch.float64))
-    errs = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, group_id, err_s)
-    errs_before = torch.cumsum(errs, 0) - errs                      # errors in all earlier groups
-    start = (torch.cumsum(size, 0) - size)                          # positions before the group
-    pos = torch.arange(1, n + 1, dtype=torch.float64)               # 1-based position
-    within = pos - start[group_id]                                  # 1..size within the group
-    expected_errors = errs_before[group_id] + within * errs[group_id] / size[group_id]
-    return {"coverage": (pos / n).numpy(), "risk": (expected_errors / pos).numpy(), "threshold": conf_s.numpy()}
-
-
-def aurc(confidence: Any, correct: Any) -> float:
-    """Area under the risk–coverage curve, ``(1/N) Σ_i risk_i`` (lower = better ranking); see :func:`risk_coverage_curve`.
-
-    >>> round(aurc(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, True])), 4)
-    0.1458
-    """
-    return float(risk_coverage_curve(confidence, correct)["risk"].mean())
-
-
-def optimal_aurc(error_rate: float, n: int) -> float:
-    """AURC of the best ranking (every correct prediction first) for ``n`` examples with ``round(error_rate·n)`` errors.
-
-    With ``r`` errors the ``i``-th prefix holds ``max(0, i − (n − r))`` errors, so
-    ``AURC* = (1/n) Σ_i max(0, i − n + r) / i`` (≈ ``e + (1 − e)·ln(1 − e)`` for error rate ``e``).
-
-    >>> optimal_aurc(0.0, 10), round(optimal_aurc(0.5, 4), 4)
-    (0.0, 0.2083)
-    """
-    error_rate = check_probability("error_rate", error_rate)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    r = int(round(error_rate * n))
-    i = torch.arange(1, n + 1, dtype=torch.float64)
-    return float(((i - (n - r)).clamp_min(0) / i).mean())
-
-
-def excess_aurc(confidence: Any, correct: Any) -> float:
-    """E-AURC: :func:`aurc` minus :func:`optimal_aurc` at the same error rate (0 = a perfect ranking).
-
-    >>> excess_aurc(torch.tensor([0.9, 0.8, 0.1]), torch.tensor([True, True, False]))
-    0.0
-    """
-    conf = _as_1d_float("confidence", confidence)
-    ok = _as_correct(correct, conf.shape[0])
-    n = conf.shape[0]
-    n_err = int((~ok).sum())
-    return aurc(conf, ok) - optimal_aurc(n_err / n, n)
-
-
-def selective_risk(confidence: Any, correct: Any, coverage: float) -> float:
-    """The error rate on the ``⌈coverage·N⌉`` most confident examples (ties broken in expectation).
-
-    >>> selective_risk(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, True]), 0.5)
-    0.0
-    """
-    coverage = check_probability("coverage", coverage, low_open=True)
-    curve = risk_coverage_curve(confidence, correct)
-    n = curve["risk"].shape[0]
-    k = max(1, math.ceil(coverage * n - 1e-9))
-    return float(curve["risk"][k - 1])
 
 
 # --------------------------------------------------------------------------------------------- confidence scores
-def pnorm_logit_score(logits: torch.Tensor, p: float = 2.0, *, center: bool = True,
-                      temperature: float | None = None) -> torch.Tensor:
-    """Confidence from ``p``-norm-normalised logits: MaxLogit-pNorm, or MSP-pNorm when ``temperature`` is given.
-
-    ``ẑ = z_c / ‖z_c‖_p`` with ``z_c = z − mean_k(z)`` (``center=True``) or ``z_c = z``; returns
-    ``max_k ẑ_k`` (``temperature=None``) or ``max_k softmax(ẑ / τ)_k``. Shapes: logits ``(N, K)`` → ``(N,)`` float64
-    (in float32 confident rows would tie).
-    ``p`` is a positive real or ``math.inf``; rows whose (centred) logits are all zero get score
-    ``0`` (MaxLogit) / ``1/K`` (MSP) instead of dividing by zero. The score is unchanged by scaling
-    the logits by any positive factor (and, with ``center=True``, by adding a constant to them).
-
-    >>> z = torch.tensor([[3.0, 1.0, 1.0], [30.0, 10.0, 10.0]])
-    >>> [round(v, 4) for v in pnorm_logit_score(z, p=2).tolist()]
-    [0.8165, 0.8165]
-    """
-    logits = check_logits_2d("logits", logits, finite=True)
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p) or p <= 0:
-        raise ValueError(f"p must be a positive real number or math.inf, got {p!r}")
-    if not isinstance(center, bool):
-        raise TypeError(f"center must be True or False, got {center!r}")
-    z = logits.double()
-    if center:
-        z = z - z.mean(dim=1, keepdim=True)
-    norm = torch.linalg.vector_norm(z, ord=float(p), dim=1, keepdim=True)
-    zhat = torch.where(norm > 0, z / norm.clamp_min(1e-300), torch.zeros_like(z))
-    if temperature is None:
-        return zhat.amax(dim=1)
-    temperature = check_probability("temperature", temperature, high=math.inf, low_open=True)
-    return (zhat / temperature).softmax(dim=1).amax(dim=1)
-
-
-def select_pnorm(logits: torch.Tensor, labels: torch.Tensor, ps: Iterable[float] = tuple(range(1, 10)), *,
-                 center: bool = True) -> dict[str, Any]:
-    """Choose ``p`` for MaxLogit-pNorm by the AURC it gives on held-out ``logits (N, K)``, ``labels (N,)``.
-
-    Returns ``{"p": best p, "aurc": {p: AURC for each p}, "msp_aurc": AURC of the plain MSP}``. Ties go
-    to the first ``p`` of ``ps``. Fit it on validation data, then score test data with the chosen ``p``.
-
-    >>> z = torch.tensor([[3.0, 0.0, 0.0], [0.2, 0.1, 0.0], [2.0, 1.9, 0.0]]); y = torch.tensor([0, 1, 0])
-    >>> r = select_pnorm(z, y, ps=(1, 2, 8))
-    >>> sorted(r["aurc"]), r["p"] in (1, 2, 8)
-    ([1, 2, 8], True)
-    """
-    logits = check_logits_2d("logits", logits, finite=True)
-    labels = check_labels_1d("labels", labels, logits.shape[0], logits.shape[1])
-    ps = list(ps)
-    if not ps:
-        raise ValueError("ps is empty; give at least one p, e.g. ps=(1, 2, 4)")
-    correct = logits.argmax(1) == labels
-    table = {p: aurc(pnorm_logit_score(logits, p, center=center), correct) for p in ps}
-    best = min(ps, key=lambda p: (table[p], ps.index(p)))
-    return {"p": best, "aurc": table, "msp_aurc": aurc(msp_score(logits), correct)}
-
-
-def selective_report(logits: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor | None = None,
-                     coverages: Sequence[float] = (0.8,)) -> dict[str, float]:
-    """Accuracy, AURC, E-AURC and the selective risk at the given coverages of one confidence score.
-
-    ``confidence`` ``(N,)`` defaults to the MSP (:func:`lsutils.msp_score`) of ``logits (N, K)``; ``labels``
-    ``(N,)``. Keys: ``acc``, ``aurc``, ``e_aurc`` and ``risk@80`` (for coverage 0.8, and so on).
-
-    >>> z = torch.tensor([[3.0, 0.0], [0.1, 0.0], [2.0, 0.0]]); y = torch.tensor([0, 1, 0])
-    >>> selective_report(z, y)["acc"]
-    0.6666666666666666
-    """
-    logits = check_logits_2d("logits", logits, finite=True)
-    labels = check_labels_1d("labels", labels, logits.shape[0], logits.shape[1])
-    conf = msp_score(logits) if confidence is None else confidence
-    correct = logits.argmax(1) == labels
-    out = {"acc": float(correct.double().mean()), "aurc": aurc(conf, correct), "e_aurc": excess_aurc(conf, correct)}
-    for c in coverages:
-        out[f"risk@{round(100 * c)}"] = selective_risk(conf, correct, c)
-    return out
 
 
 def run_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> dict[str, float]:
@@ -253,8 +61,8 @@ def run_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_bins:
     >>> sorted(run_scores(m, torch.randn(8, 1, 2, 2), torch.arange(8) % 3))
     ['acc', 'aurc', 'e_aurc', 'ece', 'nll']
     """
-    from .metrics import accuracy, expected_calibration_error, nll
-    from .models import predict_logits
+    from lsutils.metrics import accuracy, expected_calibration_error, nll
+    from lsutils.models import predict_logits
 
     z = predict_logits(model, x)
     labels = check_labels_1d("labels", y, z.shape[0], z.shape[1])
@@ -318,7 +126,7 @@ def plot_with_without(rows: Sequence[Mapping[str, Any]], by: str, metric: str, *
     """
     import matplotlib.pyplot as plt
 
-    from .report import mean_std
+    from lsutils.stats import mean_std
 
     groups, epsilons = _groups_and_epsilons(rows, [by, metric], epsilon_key)
     if ax is None:
@@ -385,7 +193,7 @@ def with_without_table(rows: Sequence[Mapping[str, Any]], by: str, metrics: Sequ
     """
     import pandas as pd
 
-    from .report import fmt_mean_std
+    from lsutils.stats import fmt_mean_std
 
     if isinstance(metrics, str):
         raise TypeError("metrics must be a sequence of names, e.g. ['acc', 'ece']")
@@ -418,7 +226,7 @@ def compare_confidences(model: torch.nn.Module, val: Any, test: Any, *, ps: Iter
     * ``"rows"``: one :func:`selective_report` dict per score, with keys ``"confidence"``, ``"p"`` and ``"fallback"``;
     * ``"scores"``: ``{name: (confidence (N,), correct (N,))}`` on test, for :func:`plot_risk_coverage`.
     """
-    from .models import predict_logits
+    from lsutils.models import predict_logits
 
     for name, split in (("val", val), ("test", test)):
         if not (hasattr(split, "x") and hasattr(split, "y")):
@@ -445,7 +253,7 @@ def plot_ls_difference(rows: Sequence[Mapping[str, Any]], by: str, metric: str, 
     """
     import matplotlib.pyplot as plt
 
-    from .report import mean_std
+    from lsutils.stats import mean_std
 
     groups, _ = _groups_and_epsilons(rows, [by, metric, seed_key], epsilon_key)
     if ax is None:
@@ -506,7 +314,7 @@ def token_loss_report(logits: torch.Tensor, target: torch.Tensor, epsilon: float
     >>> r["tokens"], round(r["perplexity"], 3)
     (2, 5.0)
     """
-    from .losses import annotated_transformer_loss, smoothed_cross_entropy
+    from lsutils.losses import annotated_transformer_loss, smoothed_cross_entropy
 
     _check_sequence(logits, target, pad_index)
     epsilon = check_probability("epsilon", epsilon)
@@ -526,52 +334,6 @@ def token_loss_report(logits: torch.Tensor, target: torch.Tensor, epsilon: float
 
 
 # --------------------------------------------------------------------------------------------- distillation + LS
-class SmoothedDistillationLoss:
-    """Distillation with a label-smoothed hard-label term: ``β · T² · KL(p_t^T ‖ p_s^T) + (1 − β) · CE_ε(s, y)``.
-
-    ``kd``: a :class:`lsutils.DistillationLoss` with ``beta=1`` (its value is the ``T² · KL`` term);
-    ``beta``: the weight of that term; ``epsilon``: the smoothing of the cross-entropy with the hard labels
-    (PyTorch's convention). With ``ε = 0`` this is exactly the ``"distill"`` loss of :mod:`lsutils.distill`.
-    The trainer loss ``{"name": "distill_ls", "teacher": ..., "temperature": T, "beta": β, "epsilon": ε}``
-    builds it; like ``"distill"`` it wants the batch (``batch.index`` looks the teacher's logits up).
-    """
-
-    wants_batch = True
-
-    def __init__(self, kd: Any, beta: float, epsilon: float) -> None:
-        if not callable(kd) or getattr(kd, "beta", None) != 1.0:
-            raise TypeError("kd must be an lsutils.DistillationLoss built with beta=1.0 (the pure T²·KL term)")
-        self.kd = kd
-        self.beta = check_probability("beta", beta)
-        self.epsilon = check_probability("epsilon", epsilon)
-
-    def start_epoch(self, epoch: int, epochs: int) -> None:
-        """Trainer hook, passed on to the distillation term."""
-        self.kd.start_epoch(epoch, epochs)
-
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor, batch: Any) -> torch.Tensor:
-        loss = logits.new_zeros(())
-        if self.beta > 0:
-            loss = loss + self.beta * self.kd(logits, target, batch)
-        if self.beta < 1:
-            loss = loss + (1.0 - self.beta) * F.cross_entropy(logits, target, label_smoothing=self.epsilon)
-        return loss
-
-
-@register_loss("distill_ls")
-def _distill_ls_factory(teacher: Mapping[str, Any], temperature: float, beta: float, epsilon: float,
-                        context: LossContext | None = None) -> SmoothedDistillationLoss:
-    """``{"name": "distill_ls", "teacher": RunSpec.to_dict(), "temperature": T, "beta": β, "epsilon": ε}``."""
-    from .distill import DistillationLoss
-    from .train import RunSpec
-
-    if not isinstance(teacher, Mapping):
-        raise TypeError(f"teacher must be a RunSpec as a dict (RunSpec.to_dict()), got {type(teacher).__name__}")
-    if context is None or context.load_model is None or context.train_x is None:
-        raise ValueError("the 'distill_ls' loss needs a LossContext with train_x and load_model (the trainer "
-                         "provides one: train it through lsutils.train_model)")
-    model = context.load_model(RunSpec.from_dict(teacher))
-    return SmoothedDistillationLoss(DistillationLoss(model, context.train_x, temperature, beta=1.0), beta, epsilon)
 
 
 # --------------------------------------------------------------------------------------------- chapter 8 specs
@@ -616,7 +378,7 @@ def regularizer_specs(profile: Any, seed: int, epsilon: float, *, distill: bool 
       ``distill=True``): ``weight_decay=0``, the teacher is the profile's CE model of the same seed
       (``RunSpec.from_profile(profile, loss={"name": "ce"}, seed=seed)``, cached), and the loss is
       ``{"name": "distill", "teacher": ..., "temperature": T, "beta": β}`` for ``ε = 0``, or
-      ``{"name": "distill_ls", ..., "epsilon": ε}`` (:class:`SmoothedDistillationLoss`: the student's hard-label
+      ``{"name": "distill", ..., "epsilon": ε}`` (the student's hard-label
       term smoothed with ``ε``) otherwise.
 
     >>> from lsutils.config import get_profile
@@ -624,8 +386,8 @@ def regularizer_specs(profile: Any, seed: int, epsilon: float, *, distill: bool 
     >>> list(specs), specs["none"].weight_decay, specs["dropout"].dropout
     (['none', 'weight decay', 'dropout', 'augmentation'], 0.0, 0.3)
     """
-    from .registry import available_losses, smoothing_spec
-    from .train import RunSpec
+    from lsutils.losses import available_losses, smoothing_spec
+    from lsutils.train import RunSpec
 
     s = chapter8_settings(profile)
     epsilon = check_probability("epsilon", epsilon)
@@ -641,7 +403,7 @@ def regularizer_specs(profile: Any, seed: int, epsilon: float, *, distill: bool 
         dloss: dict[str, Any] = {"name": "distill", "teacher": teacher.to_dict(),
                                  "temperature": s["distill_temperature"], "beta": s["distill_beta"]}
         if epsilon > 0:
-            dloss.update(name="distill_ls", epsilon=epsilon)
+            dloss.update(epsilon=epsilon)
         specs["distillation"] = RunSpec.from_profile(profile, loss=dloss, seed=seed, weight_decay=0.0)
     return specs
 
@@ -655,8 +417,8 @@ def model_size_specs(profile: Any, seed: int, epsilon: float) -> dict[str, Any]:
     >>> model_size_specs(get_profile("smoke"), 0, 0.0)["tiny"].width
     2
     """
-    from .registry import smoothing_spec
-    from .train import RunSpec
+    from lsutils.losses import smoothing_spec
+    from lsutils.train import RunSpec
 
     s = chapter8_settings(profile)
     loss = smoothing_spec(check_probability("epsilon", epsilon))

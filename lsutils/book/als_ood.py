@@ -23,133 +23,16 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ._validate import (check_choice, check_finite, check_int, check_labels_1d, check_logits_2d,
-                        check_tensor)
-from .registry import register_loss
+from lsutils._validate import (check_choice, check_int, check_logits_2d, check_tensor)
 
-__all__ = ["als_loss", "non_max_std", "als_term_gradient_norm", "ALS_DEFAULT_LAMBDA", "OOD_SETS", "OOD_SCORES",
-           "noise_images", "transformed_images", "digits_ood_like", "build_ood_sets", "ood_rows", "ood_table",
-           "sorted_mean_probabilities", "logit_summary", "model_outputs", "mean_metric", "evaluate_ood_run", "MODEL_COLORS", "plot_score_histograms", "plot_logit_norms",
-           "plot_sorted_probabilities", "plot_pull", "plot_lambda_sweep", "plot_ood_examples", "als_settings", "select_lambda"]
+from lsutils.losses import _check_lam, _non_max_std, als_term_gradient_norm
+
+__all__ = ['ALS_DEFAULT_LAMBDA', 'OOD_SETS', 'noise_images', 'transformed_images', 'digits_ood_like', 'build_ood_sets', 'OOD_SCORES', 'ood_rows', 'ood_table', 'model_outputs', 'evaluate_ood_run', 'mean_metric', 'sorted_mean_probabilities', 'logit_summary', 'MODEL_COLORS', 'plot_score_histograms', 'plot_ood_examples', 'plot_logit_norms', 'plot_sorted_probabilities', 'plot_pull', 'plot_lambda_sweep', 'als_settings', 'select_lambda']
 
 #: λ of :func:`als_loss` when none is given: the λ that :func:`select_lambda` (one-standard-error rule on validation
 #: accuracy) picks from the sweep (1, 2, 5, 10, 20) in the ``cpu`` profile (seed 0); chapter 6 re-derives it.
 ALS_DEFAULT_LAMBDA = 5.0
-# The square root is not differentiable at 0 (d sqrt(v)/dv = 1/(2 sqrt v)): the variance of exactly equal non-maximal
-# probabilities (always for K = 2) would give 0/0 = NaN gradients. Below the smallest normal number of the dtype the
-# term is therefore set to 0 with a zero gradient; above it the gradient of the std is bounded (its norm with respect
-# to p is at most 1/sqrt(K-1)), so no other guard is needed, even for the 1e-20 probabilities of a confident model.
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_logits_target(logits: Any, target: Any) -> None:
-    check_logits_2d("logits", logits, finite=True)
-    check_labels_1d("target", target, logits.shape[0], logits.shape[1])
-
-
-def _check_lam(lam: Any) -> float:
-    if isinstance(lam, torch.Tensor) and lam.numel() == 1:
-        lam = lam.item()
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
-        raise TypeError(f"lam (λ) must be a real number, got {type(lam).__name__} ({lam!r})")
-    lam = float(lam)
-    if not (lam >= 0.0) or lam == float("inf"):
-        raise ValueError(f"lam (λ) must be a finite number >= 0, got {lam}")
-    return lam
-
-
-def _non_max_std(probs: torch.Tensor) -> torch.Tensor:
-    """Per-row population std of the K-1 non-maximal entries of ``probs`` (N, K), differentiable, (N,)."""
-    k = probs.shape[1]
-    keep = torch.ones_like(probs).scatter_(1, probs.argmax(dim=1, keepdim=True), 0.0)   # 0 at k = argmax, else 1
-    mean = (probs * keep).sum(dim=1, keepdim=True) / (k - 1)           # p̄ over the K-1 non-maximal entries
-    var = ((probs - mean) * keep).pow(2).sum(dim=1) / (k - 1)           # 1/(K-1) Σ_{i≠k} (p_i - p̄)²; no sync, no copy
-    floor = torch.finfo(var.dtype).tiny
-    return var.clamp_min(floor).sqrt() * (var > floor)                  # exactly 0 (and flat) below the floor
-
-
-def non_max_std(logits: torch.Tensor) -> torch.Tensor:
-    """The ALS regulariser per example: std of the ``K-1`` non-maximal softmax probabilities, shape ``(N,)``.
-
-    ``logits``: ``(N, K)`` floating point. Differentiable (it is the term :func:`als_loss` adds); returns 0 for rows
-    whose non-maximal probabilities are exactly equal, and always for ``K = 2``.
-
-    >>> non_max_std(torch.tensor([[2.0, 0.0, 0.0], [2.0, 1.0, 0.0]])).round(decimals=4)
-    tensor([0.0000, 0.0773])
-    """
-    check_tensor("logits", logits, floating=True)
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(f"logits must have shape (N, K) with K >= 2, got {tuple(logits.shape)}")
-    check_finite("logits", logits)
-    return _non_max_std(logits.softmax(dim=1))
-
-
-def als_loss(logits: torch.Tensor, target: torch.Tensor, lam: float = ALS_DEFAULT_LAMBDA,
-             reduction: str = "mean") -> torch.Tensor:
-    """Adaptive label smoothing: cross-entropy plus ``λ`` times the std of the non-maximal probabilities.
-
-    ``L = -log p_y + λ · sqrt(1/(K-1) · Σ_{i≠k} (p_i - p̄)²)`` with ``p = softmax(logits)``, ``k = argmax p`` (the
-    predicted class, which is the true class once the example is learned) and ``p̄`` the mean of the ``K-1``
-    non-maximal probabilities (Xu et al. 2024; their ``N`` read as ``K``).
-
-    Args:
-        logits: ``(N, K)`` floating point, ``K >= 2`` (for ``K = 2`` the regulariser is identically 0).
-        target: ``(N,)`` integer class indices in ``[0, K)``.
-        lam: ``λ >= 0``, the weight of the regulariser (``0`` = plain cross-entropy); default
-            :data:`ALS_DEFAULT_LAMBDA`.
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per example, shape ``(N,)``).
-
-    >>> logits = torch.tensor([[3.0, 1.0, 0.0, 0.0]]); y = torch.tensor([0])
-    >>> round(float(als_loss(logits, y, lam=0.0)), 4) == round(float(F.cross_entropy(logits, y)), 4)
-    True
-    >>> round(float(als_loss(logits, y, lam=1.0) - als_loss(logits, y, lam=0.0)), 4)   # λ · std of (0.110, 0.040, 0.040)
-    0.0327
-    """
-    _check_logits_target(logits, target)
-    lam = _check_lam(lam)
-    check_choice("reduction", reduction, _REDUCTIONS)
-    ce = F.cross_entropy(logits, target, reduction="none")
-    per = ce + lam * _non_max_std(logits.softmax(dim=1)) if lam > 0 else ce
-    if reduction == "none":
-        return per
-    return per.sum() if reduction == "sum" else per.mean()
-
-
-def als_term_gradient_norm(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """How hard each part of the ALS loss pulls on each example: gradient norms with respect to its logits.
-
-    Returns a dict of ``(N,)`` float64 tensors (computed in float64, so ``1 - p_max`` stays resolved near 1): ``"ce"`` = ‖∂(-log p_y)/∂z‖, ``"std"`` = ‖∂ std_nonmax/∂z‖ (the regulariser
-    *before* multiplying by λ), ``"std_value"`` = the regulariser's value and ``"p_max"`` = the maximum probability.
-    Per example, not averaged, so the pull can be plotted against ``p_max``: both norms vanish as ``p`` becomes
-    one-hot, the regulariser's among them because the non-maximal probabilities themselves vanish.
-
-    >>> g = als_term_gradient_norm(torch.tensor([[1.0, 0.5, 0.0], [9.0, 0.5, 0.0]]), torch.tensor([0, 0]))
-    >>> bool(g["std"][1] < g["std"][0])
-    True
-    """
-    _check_logits_target(logits, target)
-    z = logits.detach().double().requires_grad_(True)
-    p = z.softmax(dim=1)
-    ce = F.cross_entropy(z, target, reduction="none")
-    std = _non_max_std(p)
-    (g_ce,) = torch.autograd.grad(ce.sum(), z, retain_graph=True)     # rows are independent: sum = per-row grads
-    (g_std,) = torch.autograd.grad(std.sum(), z)
-    return {"ce": g_ce.norm(dim=1), "std": g_std.norm(dim=1), "std_value": std.detach(),
-            "p_max": p.detach().max(dim=1).values}
-
-
-@register_loss("als")
-def _als_trainer_loss(lam: float = ALS_DEFAULT_LAMBDA) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Trainer loss ``{"name": "als", "lam": λ}``: :func:`als_loss` with reduction ``"mean"``."""
-    lam = _check_lam(lam)
-
-    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits, target)            # the trainer's inputs are checked once, in fit()
-        return ce + lam * _non_max_std(logits.softmax(dim=1)).mean() if lam > 0 else ce
-
-    return loss
 
 
 # --------------------------------------------------------------------------------------------- OOD sets
@@ -260,7 +143,7 @@ def digits_ood_like(shape: Sequence[int], mean: Sequence[float] | float, std: Se
     >>> digits_ood_like((3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)).shape
     torch.Size([1797, 3, 32, 32])
     """
-    from .data import load_digits_ood
+    from lsutils.data import load_digits_ood
 
     if isinstance(shape, (str, bytes)) or len(tuple(shape)) != 3:
         raise ValueError(f"shape must be (C, H, W), got {shape!r}")
@@ -327,7 +210,7 @@ def build_ood_sets(data: Any, n: int = 2000, seed: int = 0, download: bool | Non
     if download:
         if shape != (3, 32, 32):
             raise ValueError(f"download=True adds SVHN and CIFAR-100 (3×32×32 images); the ID data are {shape}")
-        from .data import data_root
+        from lsutils.data import data_root
 
         for name in ("svhn", "cifar100"):
             try:
@@ -340,7 +223,7 @@ def build_ood_sets(data: Any, n: int = 2000, seed: int = 0, download: bool | Non
 
 # --------------------------------------------------------------------------------------------- evaluation
 def _score_functions() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    from .metrics import energy_score, max_logit_score, msp_score
+    from lsutils.metrics import energy_score, max_logit_score, msp_score
 
     return {"MSP": msp_score, "MaxLogit": max_logit_score, "Energy": energy_score}
 
@@ -363,7 +246,7 @@ def ood_rows(logits_id: torch.Tensor, logits_ood: Mapping[str, torch.Tensor], **
     >>> len(rows), sorted(rows[0])[:4]
     (3, ['aupr_in', 'aupr_out', 'auroc', 'fpr95'])
     """
-    from .metrics import ood_metrics
+    from lsutils.metrics import ood_metrics
 
     check_logits_2d("logits_id", logits_id, finite=True)
     if not isinstance(logits_ood, Mapping) or not logits_ood:
@@ -394,7 +277,7 @@ def ood_table(rows: Sequence[Mapping[str, Any]], metric: str = "auroc", column: 
     >>> ood_table(rows).shape
     (3, 1)
     """
-    from .report import summarize
+    from lsutils.stats import summarize
 
     check_choice("metric", metric, _OOD_METRICS)
     if not rows:
@@ -417,7 +300,7 @@ def model_outputs(model: Any, x_id: torch.Tensor, sets: Mapping[str, torch.Tenso
 
     Uses :func:`lsutils.predict_logits` (eval mode, no gradients, CPU float32 results).
     """
-    from .models import predict_logits
+    from lsutils.models import predict_logits
 
     if not isinstance(sets, Mapping):
         raise TypeError(f"sets must be a mapping {{name: images}}, got {type(sets).__name__}")

@@ -30,215 +30,24 @@ The chapter's experiment (:func:`chapter_settings`, :func:`distillation_specs`,
 from __future__ import annotations
 
 import math
-import weakref
-from collections import OrderedDict
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import check_finite, check_labels_1d, check_logits_2d, check_probability, check_tensor
-from .registry import LossContext, register_loss, smoothing_spec
+from lsutils._validate import check_finite, check_labels_1d, check_logits_2d, check_probability, check_tensor
+from lsutils.losses import smoothing_spec
 
-__all__ = [
-    "distillation_loss", "DistillationLoss", "chapter_settings", "teacher_spec", "student_spec",
-    "distillation_specs", "run_distillation", "teacher_logits", "student_table", "paired_differences", "paired_verdict",
-    "class_similarity_matrix", "nontarget_divergence", "nontarget_logit_std", "logit_gap_statistics",
-    "logit_difference_views", "two_class_subset", "teacher_diagnostics",
-    "gaussian_mutual_information", "plot_student_heatmap", "plot_student_vs_temperature",
-    "plot_similarity_matrices", "plot_logit_gaps", "best_temperature",
-]
+from lsutils.losses import _check_beta, _check_temperature
+
+__all__ = ['chapter_settings', 'teacher_spec', 'student_spec', 'distillation_specs', 'teacher_logits', 'run_distillation', 'student_table', 'paired_differences', 'paired_verdict', 'best_temperature', 'class_similarity_matrix', 'nontarget_divergence', 'nontarget_logit_std', 'logit_gap_statistics', 'logit_difference_views', 'two_class_subset', 'gaussian_mutual_information', 'teacher_diagnostics', 'plot_student_heatmap', 'plot_student_vs_temperature', 'plot_similarity_matrices', 'plot_logit_gaps']
 
 
 # --------------------------------------------------------------------------------------------- argument checks
-def _check_temperature(temperature: Any, name: str = "temperature") -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"{name} must be a real number > 0 (e.g. 1, 2, 4), got {type(temperature).__name__} "
-                        f"({temperature!r})")
-    temperature = float(temperature)
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"{name} must be a finite number > 0 (e.g. 1, 2, 4), got {temperature}")
-    return temperature
-
-
-def _check_beta(beta: Any) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"beta must be a real number in [0, 1] (1 = teacher targets only, 0 = hard labels only), "
-                        f"got {type(beta).__name__} ({beta!r})")
-    beta = float(beta)
-    if math.isnan(beta) or not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1] (1 = teacher targets only, 0 = hard labels only), got {beta}")
-    return beta
 
 
 # --------------------------------------------------------------------------------------------- the loss
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None,
-                      temperature: float, beta: float) -> torch.Tensor:
-    """Distillation loss ``β · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − β) · CE(s, y)``, mean over the batch.
-
-    Args:
-        student_logits: ``(B, K)`` float, the student's logits ``s`` (gradients flow through these).
-        teacher_logits: ``(B, K)`` float, the teacher's logits ``t`` (treated as constants: detached).
-        target: ``(B,)`` int64 hard labels ``y``; may be ``None`` when ``beta == 1`` (teacher targets only).
-        temperature: ``T > 0``; both distributions are softened by ``T`` and the KL term is scaled by ``T²``.
-        beta: weight of the teacher's soft targets in ``[0, 1]``: 1 = teacher only, 0 = plain cross-entropy.
-
-    Returns a scalar tensor (float32 for float32 inputs). The KL term is summed over classes and
-    averaged over the batch (``reduction="batchmean"``); the hard-label term is the mean cross-entropy
-    at temperature 1.
-
-    >>> s = torch.tensor([[2.0, 0.0, -1.0]]); t = torch.tensor([[3.0, 1.0, -2.0]])
-    >>> distillation_loss(s, s, None, temperature=2.0, beta=1.0)
-    tensor(0.)
-    >>> round(float(distillation_loss(s, t, torch.tensor([0]), temperature=1.0, beta=0.0)), 4)  # = CE(s, 0)
-    0.1698
-    """
-    check_logits_2d("student_logits", student_logits)
-    check_logits_2d("teacher_logits", teacher_logits)
-    if teacher_logits.shape != student_logits.shape:
-        raise ValueError(f"teacher_logits must have the shape of student_logits {tuple(student_logits.shape)}, "
-                         f"got {tuple(teacher_logits.shape)}")
-    temperature = _check_temperature(temperature)
-    beta = _check_beta(beta)
-    if target is None:
-        if beta < 1.0:
-            raise ValueError(f"target (hard labels) is needed when beta < 1 (the hard-label term has weight "
-                             f"1 - beta = {1 - beta:g}); pass target=None only with beta=1")
-    else:
-        check_labels_1d("target", target, student_logits.shape[0], student_logits.shape[1])
-    loss = student_logits.new_zeros(())
-    if beta > 0:
-        log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-        log_p_t = F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / temperature, dim=1)
-        kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
-        loss = loss + beta * temperature ** 2 * kl
-    if beta < 1:
-        loss = loss + (1.0 - beta) * F.cross_entropy(student_logits, target)
-    return loss
-
-
-class DistillationLoss:
-    """The trainer loss behind ``{"name": "distill", ...}``: :func:`distillation_loss` against a fixed teacher.
-
-    ``teacher``: the trained teacher (eval mode, frozen); ``train_x``: ``(N, C, H, W)`` the training
-    inputs the trainer indexes (``batch.index`` refers to its rows); ``teacher_logits``: ``(N, K)`` the
-    teacher's logits on ``train_x``, computed once (eval mode, no gradients). A ``wants_batch`` loss:
-    for a batch whose inputs are ``train_x[batch.index]`` it looks the teacher's logits up; for an
-    augmented batch (``batch.x`` differs) it runs the teacher on ``batch.x`` under ``no_grad``.
-    Whether the trainer augments is checked batch by batch during the first epoch (the inputs are
-    compared with ``train_x[batch.index]``); after an epoch without a difference the lookup is used
-    without further checks, and after the first difference the teacher is always run on ``batch.x``.
-
-    >>> teacher = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
-    >>> x = torch.randn(8, 1, 2, 2)
-    >>> loss = DistillationLoss(teacher, x, temperature=2.0, beta=1.0)
-    >>> from lsutils.train import Batch
-    >>> student_logits = teacher(x[:4]).detach()      # a student that already agrees with its teacher
-    >>> round(float(loss(student_logits, torch.zeros(4, dtype=torch.long), Batch(x[:4], torch.arange(4)))), 6)
-    0.0
-    """
-
-    wants_batch = True
-
-    def __init__(self, teacher: nn.Module, train_x: torch.Tensor, temperature: float, beta: float = 1.0,
-                 teacher_logits: torch.Tensor | None = None) -> None:
-        if not isinstance(teacher, nn.Module):
-            raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
-        check_tensor("train_x", train_x, floating=True, min_dim=2)
-        self.temperature = _check_temperature(temperature)
-        self.beta = _check_beta(beta)
-        self.teacher = teacher.eval()
-        for param in self.teacher.parameters():
-            param.requires_grad_(False)
-        self.train_x = train_x
-        if teacher_logits is None:
-            teacher_logits = _teacher_logits(self.teacher, train_x)
-        check_tensor("teacher_logits", teacher_logits, floating=True)
-        if teacher_logits.dim() != 2 or teacher_logits.shape[0] != train_x.shape[0]:
-            raise ValueError(f"teacher_logits must have shape ({train_x.shape[0]}, K) (one row per training "
-                             f"example), got {tuple(teacher_logits.shape)}")
-        self.teacher_logits = teacher_logits.to(train_x.device)
-        self.augmented = False      # set True at the first batch whose inputs are not train_x[index]
-        self._checking = True       # compare inputs during the first epoch only
-        self._epoch = 0
-
-    def start_epoch(self, epoch: int, epochs: int) -> None:
-        """Trainer hook: stop checking for augmentation after one epoch without a difference."""
-        self._epoch = epoch
-        if epoch >= 1:
-            self._checking = False
-
-    def _teacher_on(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.teacher.eval()(x).float()
-
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor, batch: Any) -> torch.Tensor:
-        if not (hasattr(batch, "x") and hasattr(batch, "index")):
-            raise TypeError(f"the distillation loss needs the batch (with .x and .index) as its third argument, "
-                            f"got {type(batch).__name__}")
-        index = batch.index.to(self.teacher_logits.device)
-        if not self.augmented and self._checking:
-            plain = self.train_x.index_select(0, index.to(self.train_x.device))
-            if plain.shape != batch.x.shape or not torch.equal(plain.to(batch.x.device), batch.x):
-                self.augmented = True
-        if self.augmented:
-            teacher_logits = self._teacher_on(batch.x)
-        else:
-            teacher_logits = self.teacher_logits.index_select(0, index)
-        return distillation_loss(logits, teacher_logits.to(logits.device), target, self.temperature, self.beta)
-
-
-# Teacher logits on the training set, memoised in this process: a chapter distils the same teacher
-# at several temperatures and seeds, and each student would otherwise recompute them.
-_LOGIT_MEMO: "OrderedDict[tuple, tuple[weakref.ref, torch.Tensor]]" = OrderedDict()
-_LOGIT_MEMO_SIZE = 32
-
-
-def _teacher_logits(teacher: nn.Module, train_x: torch.Tensor, key: str | None = None) -> torch.Tensor:
-    from .models import predict_logits
-
-    memo_key = None if key is None else (key, str(train_x.device), tuple(train_x.shape))
-    if memo_key is not None and memo_key in _LOGIT_MEMO:
-        ref, logits = _LOGIT_MEMO[memo_key]
-        if ref() is train_x:
-            _LOGIT_MEMO.move_to_end(memo_key)
-            return logits
-    logits = predict_logits(teacher, train_x).to(train_x.device)
-    if memo_key is not None:
-        _LOGIT_MEMO[memo_key] = (weakref.ref(train_x), logits)
-        while len(_LOGIT_MEMO) > _LOGIT_MEMO_SIZE:
-            _LOGIT_MEMO.popitem(last=False)
-    return logits
-
-
-@register_loss("distill")
-def _distill_factory(teacher: Mapping[str, Any], temperature: float, beta: float = 1.0,
-                     context: LossContext | None = None) -> DistillationLoss:
-    """``{"name": "distill", "teacher": RunSpec.to_dict(), "temperature": T, "beta": β}`` → :class:`DistillationLoss`."""
-    from .train import RunSpec
-
-    temperature = _check_temperature(temperature)
-    beta = _check_beta(beta)
-    if isinstance(teacher, RunSpec):
-        teacher_run = teacher
-    elif isinstance(teacher, Mapping):
-        try:
-            teacher_run = RunSpec.from_dict(teacher)
-        except TypeError as exc:
-            raise TypeError(f"teacher must be a RunSpec as a dict (RunSpec.to_dict()): {exc}") from exc
-    else:
-        raise TypeError(f"teacher must be a RunSpec as a dict (RunSpec.to_dict()), got {type(teacher).__name__}")
-    if context is None or context.load_model is None or context.train_x is None:
-        raise ValueError("the 'distill' loss needs a LossContext with train_x and load_model (the trainer "
-                         "provides one: train it through lsutils.train_model(RunSpec(..., loss={'name': 'distill', "
-                         "...})))")
-    model = context.load_model(teacher_run)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"context.load_model must return a torch.nn.Module, got {type(model).__name__}")
-    model.eval()
-    logits = _teacher_logits(model, context.train_x, key=teacher_run.key())
-    return DistillationLoss(model, context.train_x, temperature, beta, teacher_logits=logits)
 
 
 # --------------------------------------------------------------------------------------------- the experiment
@@ -289,7 +98,7 @@ def chapter_settings(profile: Any) -> dict[str, Any]:
 
 def teacher_spec(profile: Any, epsilon: float, seed: int):
     """The teacher: ``RunSpec.from_profile(profile, loss=smoothing_spec(epsilon), seed=seed)`` (chapters 3–4's models)."""
-    from .train import RunSpec
+    from lsutils.train import RunSpec
 
     return RunSpec.from_profile(profile, loss=smoothing_spec(epsilon), seed=seed)
 
@@ -302,7 +111,7 @@ def student_spec(profile: Any, seed: int, teacher: Any = None, temperature: floa
     :class:`~lsutils.train.RunSpec` and the loss is ``{"name": "distill", "teacher": teacher.to_dict(),
     "temperature": float(T), "beta": float(β)}``. ``overrides`` replace other fields (e.g. ``epochs=12``).
     """
-    from .train import RunSpec
+    from lsutils.train import RunSpec
 
     settings = chapter_settings(profile)
     if teacher is None:
@@ -340,7 +149,7 @@ def distillation_specs(profile: Any) -> list[tuple[dict[str, Any], Any]]:
 
 
 def _accuracy(model: nn.Module, split: Any) -> float:
-    from .models import predict_logits
+    from lsutils.models import predict_logits
 
     return float((predict_logits(model, split.x).argmax(1) == split.y).float().mean())
 
@@ -357,9 +166,9 @@ def teacher_logits(profile: Any, epsilon: float, seed: int, split: str = "test")
     if missing); the logits (CPU, float32) are memoised in this process, because the chapter reads the
     same teacher's test logits for its accuracy, its dark knowledge and its figures.
     """
-    from .data import load_profile_data
-    from .models import predict_logits
-    from .train import train_model
+    from lsutils.data import load_profile_data
+    from lsutils.models import predict_logits
+    from lsutils.train import train_model
 
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {list(_SPLITS)}, got {split!r}")
@@ -388,8 +197,8 @@ def run_distillation(profile: Any, *, progress: bool = True) -> dict[str, list[d
     choose the temperature). Accuracies are fractions; validation = the profile's held-out split,
     test = its test split.
     """
-    from .data import load_profile_data
-    from .train import train_many
+    from lsutils.data import load_profile_data
+    from lsutils.train import train_many
 
     s = chapter_settings(profile)
     data = load_profile_data(profile)
@@ -424,7 +233,7 @@ def student_table(rows: Sequence[Mapping[str, Any]], metric: str = "test_acc", d
     """
     import pandas as pd
 
-    from .report import fmt_mean_std
+    from lsutils.stats import fmt_mean_std
 
     grid = _grid_rows(rows)
     if metric not in ("test_acc", "val_acc"):
@@ -491,7 +300,7 @@ def paired_verdict(diffs: Sequence[float], *, scale: float = 100.0, digits: int 
     >>> paired_verdict([0.004, 0.005, 0.003])["verdict"], paired_verdict([0.004, -0.002])["verdict"]
     ('higher', 'no clear difference')
     """
-    from .report import mean_std
+    from lsutils.stats import mean_std
 
     m, sd = mean_std(diffs)
     if len(list(diffs)) < 2:
@@ -508,7 +317,6 @@ def best_temperature(rows: Sequence[Mapping[str, Any]], eps: float) -> float:
         raise ValueError(f"no students of a teacher with eps={eps}")
     temps = sorted({r["temperature"] for r in grid})
     return max(temps, key=lambda t: sum(r["val_acc"] for r in grid if r["temperature"] == t))
-
 
 
 # --------------------------------------------------------------------------------------------- dark knowledge
@@ -622,8 +430,8 @@ def logit_difference_views(model: nn.Module, x: torch.Tensor, class_a: int, clas
     noise of standard deviation ``noise_std`` (in the normalised units of ``x``). Seeded: the same
     ``seed`` gives the same views. ``x``: ``(N, C, H, W)`` float. The model runs in eval mode.
     """
-    from .models import predict_logits
-    from .train import augment_batch
+    from lsutils.models import predict_logits
+    from lsutils.train import augment_batch
 
     check_tensor("x", x, floating=True)
     if x.dim() != 4:
@@ -723,8 +531,8 @@ def teacher_diagnostics(profile: Any, *, progress: bool = False) -> list[dict[st
     (``mi_views`` views, seed 0) for each of ``mi_augmentations``. Teachers come from the cache
     (trained if missing).
     """
-    from .data import load_profile_data
-    from .train import train_model
+    from lsutils.data import load_profile_data
+    from lsutils.train import train_model
 
     s = chapter_settings(profile)
     data = load_profile_data(profile)
