@@ -42,7 +42,7 @@ detached and copied to the CPU), or numpy arrays; labels may have any integer dt
 >>> round(accuracy(logits, labels), 4)
 0.6667
 >>> sorted(calibration_report(logits, labels))
-['acc', 'ece', 'mce', 'nll']
+['acc', 'conf', 'ece', 'mce', 'nll']
 """
 from __future__ import annotations
 
