@@ -953,7 +953,7 @@ def smoothing_spec(epsilon: float) -> dict[str, Any]:
 @register_loss("ce")
 def _ce_loss(context: LossContext | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Plain cross-entropy (``{"name": "ce"}``)."""
-    return lambda logits, target: F.cross_entropy(logits, target)
+    return lambda logits, target: F.cross_entropy(logits, target.long())
 
 
 @register_loss("ls")
@@ -963,7 +963,7 @@ def _ls_loss(epsilon: float, context: LossContext | None = None) -> Callable[[to
     :func:`smoothed_cross_entropy` is proven equal to it (``tests/test_losses.py``); that one is for reading.
     """
     epsilon = check_probability("epsilon", epsilon)
-    return lambda logits, target: F.cross_entropy(logits, target, label_smoothing=epsilon)
+    return lambda logits, target: F.cross_entropy(logits, target.long(), label_smoothing=epsilon)
 
 
 @register_loss("als")
@@ -972,7 +972,7 @@ def _als_loss(lam: float, context: LossContext | None = None) -> Callable[[torch
     lam = _check_lam(lam)
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits, target)            # the trainer's inputs are checked once, in fit()
+        ce = F.cross_entropy(logits, target.long())     # the trainer's inputs are checked once, in fit()
         return ce + lam * _non_max_std(logits.softmax(dim=1)).mean() if lam > 0 else ce
 
     return loss
