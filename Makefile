@@ -1,24 +1,29 @@
 # The two commands of the README:  `make book`  and  `make test`.
-# Both create .venv/ on first use (requirements.txt + lsutils, editable).
+# Both create .venv/ on first use (requirements.txt + lsutils, editable) and repair it when it is broken
+# (tools/setup.sh; it fails loudly, and the stamp below is written only by a set-up that succeeded).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PY := .venv/bin/python
 STAMP := .venv/.lsutils-setup
 NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book test setup unit nbval book-committed browser bench outputs test-gpu clean help
+.PHONY: book test setup unit nbval book-committed browser bench outputs test-gpu lab clean help
 
 help:
 	@echo "make book   - set up, execute every chapter (cached; profile from LSUTILS_PROFILE, default cpu/gpu) and build _build/html"
-	@echo "make test   - set up, unit tests, every chapter under nbval (smoke profile, network off), book build with -W"
+	@echo "make test   - set up, unit tests, every chapter under nbval (smoke profile, network off), book build with -W, browser tests"
 	@echo "make bench  - lsutils trainer vs a DataLoader loop, samples/s and their ratio"
 	@echo "make outputs - re-execute every chapter in place with the cpu profile (committed outputs)"
 	@echo "make test-gpu - every chapter under nbval in the gpu profile (on a CUDA machine), with per-chapter times"
+	@echo "make lab    - set up, then open the chapters in JupyterLab with the book's environment (.venv)"
+	@echo "make setup  - only the set-up: .venv (recreated if broken) and Fashion-MNIST (downloaded once if needed)"
 
+# The stamp (written by tools/setup.sh itself, last) re-runs the full set-up when a requirements file changes;
+# `--quick` then checks, every time, that .venv still works and the data is there, and repairs what is not.
 setup: $(STAMP)
-$(STAMP): requirements.txt requirements-book.txt pyproject.toml tools/setup.sh
+	@bash tools/setup.sh --quick
+$(STAMP): requirements.txt requirements-book.txt pyproject.toml tools/setup.sh tools/fetch_data.py
 	bash tools/setup.sh
-	@touch $@
 
 book: setup
 	$(PY) tools/book.py execute
@@ -39,7 +44,7 @@ book-committed: setup
 	$(PY) tools/book.py committed
 
 browser: setup
-	@echo "==> 4/4 the built book in headless Chromium (screenshots in _build/screenshots/)"
+	@echo "==> 4/4 the built book and the notebooks as JupyterLab shows them, in headless Chromium (network off; screenshots in _build/screenshots/)"
 	tools/netoff.sh $(PY) -m pytest tests/browser -q -p no:cacheprovider -rs
 
 test-gpu: setup
@@ -51,6 +56,10 @@ bench: setup
 
 outputs: setup
 	LSUTILS_PROFILE=cpu $(PY) tools/execute.py
+
+# JupyterLab from .venv, rooted at chapters/ (kernels start there, as in the book); root needs --allow-root
+lab: setup
+	.venv/bin/jupyter lab chapters/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf _build

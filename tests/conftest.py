@@ -2,9 +2,12 @@
 
 * ``tmp_data_root``: points ``LSUTILS_DATA`` at an empty temporary folder (for tests that write data
   or trained-model caches) and clears the in-process dataset memo before and after.
-* ``fashion_mnist_root`` / ``fashion_mnist_small`` (session): the real Fashion-MNIST, decompressed once
-  per session into a temporary folder. They never skip: without the data they *fail* with the
-  message that says how to install it, so a missing dataset cannot hide as a green run.
+* ``fashion_mnist_root`` / ``fashion_mnist_small`` (session): the real Fashion-MNIST in a temporary folder,
+  offline: the raw IDX files that set-up left in the data folder (``lsutils.data_root()/FashionMNIST/raw``,
+  downloaded once by ``tools/fetch_data.py`` or decompressed from Debian's package) are linked in, else
+  Debian's ``dataset-fashion-mnist`` is decompressed there. The network is never used. They never skip:
+  without the data they *fail* with the message that says how to get it, so a missing dataset cannot
+  hide as a green run.
 * ``fake_fashion_mnist_debian``: a tiny Fashion-MNIST in Debian's layout (gzipped IDX files), installed
   in place of ``/usr/share/datasets/fashion-mnist`` — exercises the offline path on any machine.
 * ``cifar10_fixture``: a folder with tiny CIFAR-10 batches in the original pickle format.
@@ -26,11 +29,20 @@ import torch
 from lsutils import data as lsdata
 
 
+def _local_fashion_mnist_raw() -> pathlib.Path | None:
+    """``data_root()/FashionMNIST/raw`` when it holds the four raw IDX files (what set-up leaves), else None."""
+    raw = lsdata.data_root() / "FashionMNIST" / "raw"
+    return raw if all((raw / f).is_file() and (raw / f).stat().st_size > 0 for f in lsdata._FMNIST_FILES) else None
+
+
 def pytest_report_header(config):
     debian = lsdata.DEBIAN_FASHION_MNIST_DIR
     have = all((debian / f"{f}.gz").is_file() for f in lsdata._FMNIST_FILES)
-    return [f"lsutils data: Debian Fashion-MNIST {'found' if have else 'MISSING'} in {debian}; "
+    local = _local_fashion_mnist_raw()
+    return [f"lsutils data: Fashion-MNIST raw files {'found in ' + str(local) if local else 'not in the data folder'}; "
+            f"Debian's {'found' if have else 'missing'} in {debian}; "
             f"{lsdata.DATA_ENV_VAR}={os.environ.get(lsdata.DATA_ENV_VAR, '(unset)')}; "
+            f"network={os.environ.get('LSUTILS_NETWORK', 'on (not run under tools/netoff.sh)')}",
             f"LSUTILS_PROFILE={os.environ.get('LSUTILS_PROFILE', '(unset)')}; torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}"]
 
@@ -47,12 +59,25 @@ def tmp_data_root(tmp_path, monkeypatch) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def fashion_mnist_root(tmp_path_factory) -> pathlib.Path:
-    """A session folder holding the real Fashion-MNIST (from Debian's package, offline). Fails, never skips."""
+    """A session folder holding the real Fashion-MNIST, offline. Fails, never skips.
+
+    The raw IDX files in the data folder (downloaded once by set-up, ``tools/fetch_data.py``, or decompressed
+    there from Debian's package by an earlier load) are symlinked into the folder; without them, loading
+    with ``download=False`` decompresses Debian's ``/usr/share/datasets/fashion-mnist`` into it.
+    """
     root = tmp_path_factory.mktemp("fmnist")
+    local = _local_fashion_mnist_raw()
+    if local is not None:
+        raw = root / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for name in lsdata._FMNIST_FILES:
+            (raw / name).symlink_to(local / name)
     try:
         lsdata.load_dataset("fashion_mnist", n_train=10, n_val=10, n_test=10, root=root, download=False)
     except lsdata.DatasetUnavailableError as exc:
-        pytest.fail(f"the real Fashion-MNIST is needed by these tests and is missing:\n{exc}", pytrace=False)
+        pytest.fail(f"the real Fashion-MNIST is needed by these tests and is missing (the tests never download;\n"
+                    f"`make setup` or `python tools/fetch_data.py` downloads it once into the data folder):\n{exc}",
+                    pytrace=False)
     return root
 
 

@@ -3,9 +3,15 @@
 These are fast (no notebook is executed here; nbval does that) and catch what a reader would see broken online:
 a chapter missing from the table of contents, a notebook committed without outputs or with an error, an SVG figure,
 a number in the prose that no cell glues, a citation key that is not in the bibliography.
+
+``test_chapter_convention`` runs each check of ``tools/nbconventions.py`` (the conventions of CONTRIBUTING.md:
+no ``{glue}`` in markdown, no ``# NBVAL_`` comments, the Colab cell tagged ``remove-cell``, no warnings or machine
+paths in outputs, progress bars in their final state only, a solution cell per exercise) on every chapter, one
+test per chapter and check; ``test_toc_numbers_the_chapters`` checks ``_toc.yml``.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -75,6 +81,29 @@ def test_committed_notebook(path):
     assert cites, f"{path.name}: no {{cite}} — every chapter cites its sources"
     unknown = cites - _bib_keys()
     assert not unknown, f"{path.name}: citation keys missing from references.bib: {sorted(unknown)}"
+
+
+CONVENTIONS = _load_tool("nbconventions")
+
+
+@functools.lru_cache(maxsize=None)
+def _notebook(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+@pytest.mark.parametrize("check", list(CONVENTIONS.NOTEBOOK_CHECKS))
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_convention(path, check):
+    problems = CONVENTIONS.NOTEBOOK_CHECKS[check](_notebook(path))
+    shown = "\n".join(f"  - {p}" for p in problems[:15]) + (f"\n  ... and {len(problems) - 15} more"
+                                                            if len(problems) > 15 else "")
+    assert not problems, (f"{path.name} breaks a convention of CONTRIBUTING.md ({check}, "
+                          f"`python tools/nbconventions.py {path.relative_to(ROOT)}` lists them all):\n{shown}")
+
+
+def test_toc_numbers_the_chapters():
+    problems = CONVENTIONS.toc_numbered(yaml.safe_load((ROOT / "_toc.yml").read_text()), ROOT)
+    assert not problems, "\n".join(problems)
 
 
 def test_ci_runs_the_readme_test_command():

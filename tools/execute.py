@@ -1,11 +1,13 @@
-"""Execute chapter notebooks in place and report how long each took (what `make outputs` runs).
+r"""Execute chapter notebooks in place and report how long each took (what `make outputs` runs).
 
     python tools/execute.py                       # every chapter, profile from $LSUTILS_PROFILE (default: cpu)
     python tools/execute.py chapters/03_*.ipynb   # some chapters
 
 Each notebook runs in its own kernel from the ``chapters/`` folder, in order, with nbclient; a failing cell stops
-the run with the cell's error. The last lines printed are a table of seconds per chapter and the total, the
-numbers the README quotes for "the whole book on this machine".
+the run with the cell's error. Before a notebook is written back, its stream outputs are normalised the way a
+terminal shows them (:func:`normalise_streams`): of a progress bar redrawn with ``\r`` only the final state
+remains, and streams left empty are dropped (CONTRIBUTING.md, "Quiet pages"). The last lines printed are a table
+of seconds per chapter and the total, the numbers the README quotes for "the whole book on this machine".
 """
 from __future__ import annotations
 
@@ -20,6 +22,62 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def terminal_text(text: str) -> str:
+    r"""``text`` as a terminal shows it: ``\r\n`` is a newline; a lone ``\r`` returns to the start of the line, and
+    what follows overwrites what was there (so of ``"\r 10%|#  |\r100%|###|\n"`` only ``"100%|###|\n"`` remains).
+    Trailing blanks that a redraw left (progress bars pad with spaces to erase a longer state) are removed.
+
+    >>> terminal_text("\r  0%|   | 0/3\r 67%|## | 2/3\r100%|###| 3/3\n")
+    '100%|###| 3/3\n'
+    >>> terminal_text("abcdef\rXY\nplain\r\n")
+    'XYcdef\nplain\n'
+    """
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if "\r" not in line:
+            lines.append(line)
+            continue
+        shown = ""
+        for part in line.split("\r"):
+            shown = part + shown[len(part):]
+        lines.append(shown.rstrip())
+    return "\n".join(lines)
+
+
+def normalise_streams(nb) -> int:
+    """Normalise every code cell's stream outputs in place, as a terminal shows them; returns how many outputs changed.
+
+    Consecutive outputs of the same stream are merged first (a progress bar is often written in many pieces), each
+    stream's text goes through :func:`terminal_text`, and a stream whose text is then empty is dropped.
+    """
+    changed = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.get("outputs", []):
+            prev = outputs[-1] if outputs else None
+            if (out.output_type == "stream" and prev is not None and prev.output_type == "stream"
+                    and prev.name == out.name):
+                prev.text += out.text
+                changed += 1
+            else:
+                outputs.append(out)
+        kept = []
+        for out in outputs:
+            if out.output_type == "stream":
+                text = terminal_text(out.text)
+                if text != out.text:
+                    out.text = text
+                    changed += 1
+                if not text.strip():
+                    changed += 1
+                    continue
+            kept.append(out)
+        cell.outputs = kept
+    return changed
+
+
 def main(paths: list[str]) -> int:
     os.environ.setdefault("LSUTILS_PROFILE", "cpu")
     notebooks = [Path(p).resolve() for p in paths] or sorted((ROOT / "chapters").glob("*.ipynb"))
@@ -30,9 +88,11 @@ def main(paths: list[str]) -> int:
         t0 = time.perf_counter()
         NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
         seconds = time.perf_counter() - t0
+        cleaned = normalise_streams(nb)
         nbformat.write(nb, path)
         times.append((path.name, seconds))
-        print(f"    {seconds:.1f} s", flush=True)
+        print(f"    {seconds:.1f} s" + (f" ({cleaned} stream outputs normalised: progress bars, empty streams)"
+                                      if cleaned else ""), flush=True)
     width = max(len(n) for n, _ in times)
     print("\nchapter".ljust(width + 1), "seconds")
     for name, seconds in times:

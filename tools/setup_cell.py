@@ -5,6 +5,7 @@
 
 On Colab the cell installs ``lsutils`` from the book's repository (the URL is read from ``_config.yml``,
 ``repository.url``); the GPU is then picked by ``lsutils.get_profile()``. Anywhere else it does nothing visible.
+It is tagged ``remove-cell`` (CONTRIBUTING.md): the book does not show it.
 """
 from __future__ import annotations
 
@@ -56,16 +57,21 @@ def problems() -> list[str]:
 
 
 def write() -> None:
+    """Make every chapter's first code cell the canonical one, tagged ``lsutils-setup`` and ``remove-cell`` (the book
+    does not show it; Colab and JupyterLab run it). A cell that is already right is left untouched (no id or
+    metadata churn); an existing set-up cell is updated in place (its id stays)."""
     for path in chapter_notebooks():
         nb = nbformat.read(path, as_version=4)
-        i, cell = first_code_cell(nb)
-        if cell is not None and cell.source == cell_source() and TAG in cell.metadata.get("tags", []):
-            continue  # already canonical: leave the notebook untouched (no id or metadata churn)
-        new = nbformat.v4.new_code_cell(cell_source(), metadata={"tags": [TAG, "hide-cell"]})
+        _, cell = first_code_cell(nb)
         if cell is not None and TAG in cell.metadata.get("tags", []):
-            new.execution_count = cell.execution_count
-            nb.cells[i] = new
+            tags = [t for t in cell.metadata["tags"] if t not in ("hide-cell", "hide-input", "remove-input")]
+            tags += [t for t in (TAG, "remove-cell") if t not in tags]
+            if cell.source == cell_source() and tags == cell.metadata["tags"]:
+                continue  # already canonical
+            cell.source = cell_source()
+            cell.metadata["tags"] = tags
         else:  # insert right after the title cell
+            new = nbformat.v4.new_code_cell(cell_source(), metadata={"tags": [TAG, "remove-cell"]})
             nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0, new)
         nbformat.write(nb, path)
         print(f"updated {path.relative_to(ROOT)}")
