@@ -100,7 +100,7 @@ make_venv() {
 # pip's own noise that says nothing about this project (pip.conf's file: indexes that are absent here)
 filter_pip() {
     local line
-    while IFS= read -r line; do
+    while IFS= read -r line || [ -n "$line" ]; do
         case "$line" in
             "WARNING: Location 'file:"*"' is ignored"*) ;;
             *) printf '%s\n' "$line" ;;
