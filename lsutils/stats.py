@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ._validate import as_real
 
-__all__ = ["mean_std", "fmt_mean_std", "summarize", "paired_comparison", "PairedComparison"]
+__all__ = ["mean_std", "fmt_mean_std", "summarize", "paired_comparison", "PairedComparison", "p_text"]
 
 
 def _as_floats(name: str, values: Iterable[Any]) -> list[float]:
@@ -132,7 +132,7 @@ class PairedComparison:
             return f"{x:+.{digits}f}" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
 
         return (f"{self.mean:+.{digits}f} ± {self.std:.{digits}f} (95 % CI [{f(self.ci_low)}, {f(self.ci_high)}], "
-                f"p = {_fmt_p(self.p)}, n = {self.n})")
+                f"{p_text(self.p)}, n = {self.n})")
 
     def word(self) -> str:
         """The verdict in words: the ``higher``, ``lower`` or ``same`` text given to :func:`paired_comparison`."""
@@ -143,8 +143,16 @@ class PairedComparison:
         return asdict(self)
 
 
-def _fmt_p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+def p_text(p: float) -> str:
+    """A p-value as the book writes it: ``"p < 0.001"``, else ``"p = "`` with three decimals below 0.01, two above.
+
+    >>> p_text(0.0004), p_text(0.0061), p_text(0.234)
+    ('p < 0.001', 'p = 0.006', 'p = 0.23')
+    """
+    p = as_real("p", p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be a probability in [0, 1], got {p}")
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
 
 
 def _select(df, name: str, where: Any):

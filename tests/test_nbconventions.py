@@ -228,3 +228,10 @@ def test_command_line_lists_problems_and_fails(tmp_path, capsys):
     out = capsys.readouterr()
     assert "bad.ipynb: [no_nbval_comments] cell 4: '# NBVAL_CHECK_OUTPUT' comment" in out.out
     assert "1 problem(s) in 1 notebook(s)" in out.err
+
+
+def test_nested_progress_bars_with_cursor_moves_are_caught():
+    cell = new_code_cell("train()")
+    cell.outputs = [new_output("stream", name="stderr", text="runs 1/2\n\r run 50%\x1b[A\rruns 2/2\n")]
+    found = conv.progress_bars_final_only(new_notebook(cells=[cell]))
+    assert len(found) == 1 and "escape" in found[0]

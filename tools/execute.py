@@ -12,6 +12,7 @@ of seconds per chapter and the total, the numbers the README quotes for "the who
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,26 +23,58 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
+_ESCAPE = re.compile(r"\x1b\[(\d*)([A-Za-z])")
+
+
 def terminal_text(text: str) -> str:
-    r"""``text`` as a terminal shows it: ``\r\n`` is a newline; a lone ``\r`` returns to the start of the line, and
-    what follows overwrites what was there (so of ``"\r 10%|#  |\r100%|###|\n"`` only ``"100%|###|\n"`` remains).
-    Trailing blanks that a redraw left (progress bars pad with spaces to erase a longer state) are removed.
+    r"""``text`` as a terminal shows it, so that a progress bar keeps only its final state.
+
+    A small screen: ``\n`` starts the next line, a lone ``\r`` returns to the start of the line (what follows
+    overwrites what was there), ``ESC[nA`` moves up ``n`` lines (nested tqdm bars redraw the line above this way),
+    other escape sequences are dropped. Trailing blanks are removed, and so are redrawn lines left empty (a bar with
+    ``leave=False`` erases itself with spaces); blank lines that were printed as such stay.
 
     >>> terminal_text("\r  0%|   | 0/3\r 67%|## | 2/3\r100%|###| 3/3\n")
     '100%|###| 3/3\n'
     >>> terminal_text("abcdef\rXY\nplain\r\n")
     'XYcdef\nplain\n'
+    >>> terminal_text("runs 0/2\n\r run a 50%\x1b[A\rruns 1/2\n\r          \x1b[A\rruns 2/2\n")
+    'runs 2/2\n'
     """
-    lines = []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if "\r" not in line:
-            lines.append(line)
+    screen: list[str] = [""]
+    redrawn: set[int] = set()           # rows a carriage return or a cursor move came back to
+    row = col = 0
+    pos = 0
+    text = text.replace("\r\n", "\n")
+    while pos < len(text):
+        m = _ESCAPE.match(text, pos)
+        if m:
+            if m.group(2) == "A":
+                row = max(0, row - int(m.group(1) or 1))
+                redrawn.add(row)
+            pos = m.end()
             continue
-        shown = ""
-        for part in line.split("\r"):
-            shown = part + shown[len(part):]
-        lines.append(shown.rstrip())
-    return "\n".join(lines)
+        ch = text[pos]
+        pos += 1
+        if ch == "\n":
+            row, col = row + 1, 0
+            if row == len(screen):
+                screen.append("")
+        elif ch == "\r":
+            col = 0
+            redrawn.add(row)
+        elif ch == "\x1b":
+            continue
+        else:
+            line = screen[row]
+            line = line.ljust(col)
+            screen[row] = line[:col] + ch + line[col + 1:]
+            col += 1
+    trailing = text.endswith("\n")
+    if trailing and screen[-1] == "":
+        screen.pop()                    # the line after the final newline: not a line of output
+    kept = [line.rstrip() for r, line in enumerate(screen) if line.strip() or r not in redrawn]
+    return "\n".join(kept) + ("\n" if kept and trailing else "")
 
 
 def normalise_streams(nb) -> int:

@@ -150,7 +150,10 @@ def progress_bars_final_only(nb) -> list[str]:
         for name, text in _streams(c):
             kept = [line for line in text.replace("\r\n", "\n").split("\n")
                     if sum(1 for part in line.split("\r") if part.strip()) > 1]
-            if kept:
+            if "\x1b[" in text:
+                found.append(f"cell {i}: {name} holds terminal escape sequences (nested progress bars moving the "
+                             f"cursor); re-run `make outputs` (tools/execute.py keeps only the final screen)")
+            elif kept:
                 states = sum(1 for part in kept[0].split("\r") if part.strip())
                 found.append(f"cell {i}: {name} keeps {states} states of a progress bar on one line "
                              f"({len(kept)} such line(s)), e.g. {kept[0].split(chr(13))[-1].strip()[:60]!r}; "

@@ -29,10 +29,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+
+
 from lsutils._validate import check_choice, check_int, check_labels_1d, check_logits_2d, check_tensor
 from lsutils.book.common import md  # noqa: F401  (the chapter's generated prose: ch.md(...))
 from lsutils.losses import _check_lam, _non_max_std, als_term_gradient_norm
 from lsutils.metrics import energy_score, max_logit_score, msp_score, ood_metrics
+from lsutils.stats import p_text
 
 __all__ = ["md", "HELD_OUT", "EPSILONS", "LAMBDAS", "LS_EPSILON", "SCORES", "OOD_KINDS", "settings", "noise_images",
            "digits_ood_like", "ood_sets", "tail_summary", "ood_rows", "score_run", "select_lambda",
@@ -393,19 +396,7 @@ def paired_effects(rows: Any, comparisons: Sequence[tuple[str, str]], *, sets: S
     return pd.DataFrame.from_records(out)
 
 
-def fmt_p(p: float) -> str:
-    """A p-value as the prose prints it: ``"p < 0.001"``, else ``"p = "`` and three decimals below 0.01, two above.
-
-    >>> fmt_p(0.0004), fmt_p(0.0043), fmt_p(0.2)
-    ('p < 0.001', 'p = 0.004', 'p = 0.20')
-    """
-    from lsutils.stats import _fmt_p
-
-    p = float(p)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be a probability in [0, 1], got {p}")
-    text = _fmt_p(p)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
+fmt_p = p_text   # the p-value as the prose prints it (lsutils.stats.p_text)
 
 
 def wide_metric(rows: Any, index: Sequence[str], metric: str = "auroc", scale: float = 100.0):
