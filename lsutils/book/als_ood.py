@@ -29,8 +29,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-
-
 from lsutils._validate import check_choice, check_int, check_labels_1d, check_logits_2d, check_tensor
 from lsutils.book.common import md  # noqa: F401  (the chapter's generated prose: ch.md(...))
 from lsutils.losses import _check_lam, _non_max_std, als_term_gradient_norm
