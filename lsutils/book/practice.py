@@ -27,7 +27,7 @@ from lsutils.book.common import md  # noqa: F401  (the chapter's generated prose
 
 __all__ = ["md", "progress", "practice_settings", "fresh_model", "fit_kwargs", "EpochProbe", "NoiseProbe", "chance_agreement",
            "per_epoch_rows", "run_summary", "score_model", "method_label", "off_target_mass",
-           "random_search_configs", "select_best", "comparison_text", "plot_noise_curves", "plot_epsilon_schedules",
+           "random_search_configs", "select_best", "plot_noise_curves", "plot_epsilon_schedules",
            "plot_method_comparison", "plot_soft_targets", "plot_validation_curve", "plot_search"]
 
 
@@ -429,20 +429,6 @@ def select_best(rows: Sequence[Mapping[str, Any]], metric: str = "val_acc", *, h
         raise ValueError(f"metric {metric!r} holds NaN: {values}")
     best = max(range(len(rows)), key=lambda i: (values[i] if higher_is_better else -values[i], -i))
     return rows[best]
-
-
-def comparison_text(result: Any, digits: int = 2) -> str:
-    """:meth:`lsutils.stats.PairedComparison.text`, with ``p < 0.001`` written as such (not ``p = < 0.001``).
-
-    >>> import pandas as pd
-    >>> from lsutils.stats import paired_comparison
-    >>> df = pd.DataFrame({"m": [0, 0, 0, 1, 1, 1], "seed": [0, 1, 2] * 2, "x": [1.0, 2.0, 3.0, 2.0, 3.0, 4.001]})
-    >>> comparison_text(paired_comparison(df, "x", {"m": 1}, {"m": 0}), 1)
-    '+1.0 ± 0.0 (95 % CI [+1.0, +1.0], p < 0.001, n = 3)'
-    """
-    if not callable(getattr(result, "text", None)):
-        raise TypeError(f"result must be a PairedComparison (from lsutils.paired_comparison), got {type(result).__name__}")
-    return result.text(digits).replace("p = <", "p <")
 
 
 # --------------------------------------------------------------------------------------------- figures

@@ -305,17 +305,6 @@ def test_select_best():
         ch.select_best([{"val_acc": float("nan")}])
 
 
-def test_comparison_text():
-    df = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "acc": [0.80, 0.82, 0.81, 0.70, 0.73, 0.69]})
-    r = ls.paired_comparison(df, "acc", {"arm": "a"}, {"arm": "b"}, scale=100)
-    assert ch.comparison_text(r, 1) == r.text(1)                    # p >= 0.001: unchanged
-    tight = ls.paired_comparison(df.assign(acc=[0.8, 0.81, 0.82, 0.7, 0.71, 0.72001]), "acc", {"arm": "a"},
-                                 {"arm": "b"})
-    assert "p = <" in tight.text() and "p < 0.001" in ch.comparison_text(tight)
-    with pytest.raises(TypeError, match="PairedComparison"):
-        ch.comparison_text("text")
-
-
 # --------------------------------------------------------------------------------------------- figures
 def _curve_rows():
     rows = []
