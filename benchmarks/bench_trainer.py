@@ -16,8 +16,21 @@ decay), batch size and number of steps, on Fashion-MNIST:
   weights, the running loss summed on the device.
 
 Each loop first runs ``--warmup`` steps that are not timed (allocator, oneDNN kernels,
-DataLoader start-up). The lines printed give samples/s for each loop; the last line is
-``ratio: <lsutils samples/s ÷ user-loop samples/s>``.
+DataLoader start-up). Both run under the same process-wide allocator setting (``lsutils.fit`` keeps freed
+memory in the process, see ``lsutils.train._tune_cpu_allocator``; the benchmark sets it before either loop).
+
+Besides samples/s of each loop it prints how close the trainer comes to the machine's arithmetic peak:
+
+* ``cpu:`` the CPU model and whether it has native bf16 (avx512_bf16 / amx_bf16); ``precision:`` the trainer's
+  arithmetic (:func:`lsutils.config.precision`);
+* ``flops_per_sample: counted N analytic M``: forward + backward FLOPs of one training step per image, counted
+  by ``torch.utils.flop_counter.FlopCounterMode`` on the trainer's own step, and the same from the model's
+  layers (2·MACs for the forward, the weight gradient and the input gradient of every convolution and linear
+  layer — no input gradient for the first layer);
+* ``fp32_matmul: R GFLOP/s``: a 2048² float32 matmul on the same threads, timed in every round between the loops;
+* ``peak_fraction: f`` = counted FLOPs per sample × the trainer's samples/s ÷ that fp32 matmul rate.
+
+The last line is ``ratio: <lsutils samples/s ÷ user-loop samples/s>``.
 """
 from __future__ import annotations
 
@@ -115,10 +128,83 @@ def lsutils_loop(make_model, x: torch.Tensor, y: torch.Tensor, batch_size: int, 
     return n / (time.perf_counter() - start)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``) and its bf16 support."""
+    import platform
+    from lsutils import config
+
+    name = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{name} ({'native bf16' if config.cpu_has_native_bf16() else 'no native bf16'})"
+
+
+def step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """``(counted, analytic)`` forward + backward FLOPs of one training step on the batch ``x``, per sample.
+
+    *counted*: ``FlopCounterMode`` around the trainer's forward (under its autocast) and backward;
+    *analytic*: 2·MACs per convolution / linear layer for the forward, the weight gradient and, where the
+    layer's input needs a gradient, the input gradient (shapes recorded by forward hooks).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    from lsutils import config
+
+    layers: list[tuple[int, bool]] = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            macs = output[0].numel() * (module.in_channels // module.groups) * module.kernel_size[0] \
+                * module.kernel_size[1]
+        else:
+            macs = module.in_features * module.out_features
+        layers.append((macs, inputs[0].requires_grad))
+
+    model.train()
+    x = x.contiguous(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
+    # analytic: the layers' shapes from the model's definition (a SmallCNN's features are ``body``, module by
+    # module; its fast path calls some layers' weights directly, so hooks would miss them there)
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.enable_grad():
+            body = getattr(model, "body", None)
+            (model.classifier(body(x)) if isinstance(body, torch.nn.Sequential) else model(x)).sum()
+    finally:
+        for h in handles:
+            h.remove()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with config.autocast("cpu"):
+            logits = model(x)
+        F.cross_entropy(logits.float(), y).backward()
+    model.zero_grad(set_to_none=True)
+    analytic = sum(2 * macs * (3 if needs_input_grad else 2) for macs, needs_input_grad in layers)
+    return counter.get_total_flops() // x.shape[0], analytic
+
+
+def matmul_seconds(n: int = 2048, reps: int = 3) -> float:
+    """Seconds for ``reps`` float32 ``n × n`` matmuls (after one untimed), on torch's current threads."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> float:
     args = _parse(argv)
-    from lsutils import config, data, models
+    from lsutils import config, data, models, train
 
+    train._tune_cpu_allocator()      # process-wide: both loops run with it
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     profile = config.get_profile("cpu")
@@ -135,6 +221,7 @@ def main(argv: list[str] | None = None) -> float:
         return models.build_model(profile.model, ds.num_classes, ds.input_shape[0], width=profile.width)
 
     n_params = sum(p.numel() for p in make_model().parameters())
+    counted, analytic = step_flops(make_model(), ds.train.x[:batch_size], ds.train.y[:batch_size])
     print(f"torch {torch.__version__}, {threads} threads on {os.cpu_count()} cores; model {profile.model}"
           f"(width={profile.width}), {n_params / 1e6:.2f} M parameters; batch {batch_size}, {args.steps} timed steps "
           f"after {args.warmup} warm-up steps, in {args.rounds} alternating rounds; AdamW + one-cycle, "
@@ -142,7 +229,8 @@ def main(argv: list[str] | None = None) -> float:
     # The loops alternate (user, ours, ours, user, ...) in rounds of about steps/rounds timed steps each, and the
     # samples and seconds of all rounds are summed: a change of load on a shared machine hits both loops alike.
     per_round = [args.steps // args.rounds + (1 if r < args.steps % args.rounds else 0) for r in range(args.rounds)]
-    seconds = {"user": 0.0, "ours": 0.0}
+    seconds = {"user": 0.0, "ours": 0.0, "matmul": 0.0}
+    matmul_reps = 3
     for r, steps in enumerate(per_round):
         kw = dict(batch_size=batch_size, steps=steps, warmup=args.warmup, lr=profile.lr,
                   weight_decay=profile.weight_decay)
@@ -154,11 +242,19 @@ def main(argv: list[str] | None = None) -> float:
             else:
                 rate = lsutils_loop(make_model, ds.train.x, ds.train.y, **kw)
             seconds[which] += steps * batch_size / rate
+        seconds["matmul"] += matmul_seconds(reps=matmul_reps)
     user = args.steps * batch_size / seconds["user"]
     ours = args.steps * batch_size / seconds["ours"]
     print(f"user loop (torchvision FashionMNIST + ToTensor + Normalize, DataLoader(shuffle=True, "
           f"num_workers={args.workers})): {user:,.0f} samples/s")
     print(f"lsutils.fit (preloaded tensors, seeded permutation, channels_last): {ours:,.0f} samples/s")
+    matmul = 2 * 2048 ** 3 * matmul_reps * args.rounds / seconds["matmul"]
+    print(f"cpu: {cpu_model()}")
+    print(f"precision: {config.precision('cpu')}")
+    print(f"flops_per_sample: counted {counted} analytic {analytic}")
+    print(f"fp32_matmul: {matmul / 1e9:.1f} GFLOP/s (2048x2048, {threads} threads)")
+    print(f"lsutils.fit achieved: {counted * ours / 1e9:.1f} GFLOP/s")
+    print(f"peak_fraction: {counted * ours / matmul:.2f}")
     ratio = ours / user
     print(f"ratio: {ratio:.2f}")
     return ratio

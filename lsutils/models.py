@@ -106,11 +106,118 @@ class SmallCNN(_TwoPart):
         self.classifier = nn.Linear(hidden, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate activations ``(B, hidden)`` of images ``(B, C, H, W)``."""
+        """Penultimate activations ``(B, hidden)`` of images ``(B, C, H, W)``.
+
+        The same function as ``self.body(x)``, evaluated faster (see :func:`_cpu_bf16_autocast` for the arithmetic):
+
+        * channels_last activations are flattened in ``(H, W, C)`` order against a permuted copy of the hidden
+          layer's weight (the same products, summed in another order): no copy of the activations, and the
+          gradient keeps the channels_last format of the ReLU it flows into (mixed formats made ReLU's
+          backward 4-30× slower);
+        * under CPU bf16 autocast, a per-layer precision policy: the first convolution (3×3 on raw pixels,
+          memory-bound), BatchNorm and ReLU in float32; the second convolution and the hidden linear layer (the
+          compute-bound ones) in bf16, the convolution's weight gradient as one im2col GEMM.
+        """
         if x.dim() != 4 or x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             raise ValueError(f"x must have shape (B, C, {self.image_size}, {self.image_size}) for this SmallCNN "
                              f"(built with image_size={self.image_size}), got {tuple(x.shape)}")
-        return self.body(x)
+        conv1, bn1, relu1, conv2, bn2, relu2, _, hidden, relu3 = self.body
+        if not _cpu_bf16_autocast(x):
+            h = relu2(bn2(conv2(relu1(bn1(conv1(x))))))
+            return relu3(_flatten_linear(h, hidden, None))
+        with torch.autocast("cpu", enabled=False):
+            h = relu1(bn1(conv1(x.float())))
+            h = relu2(bn2(_Bf16Conv3x3.apply(h, conv2.weight, conv2.stride, conv2.padding)))
+            return relu3(_flatten_linear(h, hidden, torch.bfloat16))
+
+
+# --------------------------------------------------------------------------------------------- fast paths
+def _cpu_bf16_autocast(x: torch.Tensor) -> bool:
+    """Whether ``x`` is on the CPU inside ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+
+    That is where :func:`lsutils.config.precision` chose bf16 (a CPU with native bf16 instructions, or
+    ``LSUTILS_PRECISION=bf16``). There plain autocast would run *every* convolution in bf16, and on such a
+    CPU without AMX (AMD EPYC Zen 4: avx512_bf16) oneDNN's bf16 kernels for the small convolutions of
+    :class:`SmallCNN` are no faster than float32 — the first convolution's and the weight gradients' are
+    slower — while bf16 GEMMs run 2–4× the float32 rate. So :meth:`SmallCNN.features` picks per layer.
+    """
+    return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+
+def _flatten_linear(h: torch.Tensor, linear: nn.Linear, dtype: torch.dtype | None) -> torch.Tensor:
+    """``linear(h.flatten(1))`` (``(C, H, W)`` order, as ``nn.Flatten``), in ``dtype`` (None = as autocast says).
+
+    A channels_last ``h`` is read in its memory order ``(H, W, C)`` against the weight's columns permuted to
+    that order, which gives the same products without a copy of ``h``.
+    """
+    b, c, hh, ww = h.shape
+    if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous():
+        flat = h.permute(0, 2, 3, 1).reshape(b, -1)                       # a view
+        weight = linear.weight.view(-1, c, hh, ww).permute(0, 2, 3, 1)
+        weight = weight.reshape(weight.shape[0], -1) if dtype is None else \
+            weight.to(dtype, memory_format=torch.contiguous_format).view(weight.shape[0], -1)
+    else:
+        flat, weight = h.flatten(1), linear.weight if dtype is None else linear.weight.to(dtype)
+    if dtype is None:
+        return F.linear(flat, weight, linear.bias)
+    return F.linear(flat.to(dtype), weight, linear.bias.to(dtype))
+
+
+def _im2col_3x3_s2(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Patches ``(B·Ho·Wo, 9·C)`` (order kh, kw, c) of a 3×3 / stride 2 / padding 1 convolution over ``x`` (B, C, H, W)."""
+    b, c, h, w = x.shape
+    ho, wo = (h + 1) // 2, (w + 1) // 2
+    xp = torch.empty((b, 2 * ho + 1, 2 * wo + 1, c), dtype=dtype, device=x.device)   # NHWC, zero border
+    xp[:, 0].zero_()
+    xp[:, :, 0].zero_()
+    if 2 * ho > h:
+        xp[:, h + 1].zero_()
+    if 2 * wo > w:
+        xp[:, :, w + 1].zero_()
+    xp[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
+    sb, sh, sw, sc = xp.stride()
+    patches = xp.as_strided((b, ho, wo, 3, 3, c), (sb, 2 * sh, 2 * sw, sh, sw, sc))
+    return patches.reshape(b * ho * wo, 9 * c)
+
+
+class _Bf16Conv3x3(torch.autograd.Function):
+    """A bias-free 3×3 convolution computed in bf16, float32 in and out (the weight stays float32).
+
+    Forward and input gradient: oneDNN's bf16 kernels; weight gradient (stride 2, padding 1): one bf16 GEMM of
+    the output gradient with the im2col patches, ``(O, B·Ho·Wo) @ (B·Ho·Wo, 9·C)`` — on a CPU with
+    avx512_bf16 about 2.4× oneDNN's bf16 weight-gradient kernel for the book's layer. Deterministic.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding):
+        xb = x.to(torch.bfloat16, memory_format=torch.channels_last)
+        wb = weight.to(torch.bfloat16)
+        out = F.conv2d(xb, wb, stride=stride, padding=padding)
+        ctx.conv = (tuple(stride), tuple(padding), weight.is_contiguous(memory_format=torch.channels_last))
+        ctx.save_for_backward(x, xb, wb)
+        return out.float()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, xb, wb = ctx.saved_tensors
+        stride, padding, weight_channels_last = ctx.conv
+        gb = grad.to(torch.bfloat16, memory_format=torch.channels_last)
+        im2col = stride == (2, 2) and padding == (1, 1) and wb.shape[-2:] == (3, 3)
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1] and not im2col, False]
+        gx = gw = None
+        if any(mask):
+            gx, gw, _ = torch.ops.aten.convolution_backward(gb, xb, wb, None, list(stride), list(padding), [1, 1],
+                                                            False, [0, 0], 1, mask)
+            gx = gx.float() if gx is not None else None
+        if ctx.needs_input_grad[1] and im2col:
+            o, c = wb.shape[:2]
+            g2 = gb.permute(0, 2, 3, 1).reshape(-1, o)                               # (B·Ho·Wo, O)
+            gw = (g2.t() @ _im2col_3x3_s2(x, torch.bfloat16)).view(o, 3, 3, c).permute(0, 3, 1, 2)
+        if gw is not None:
+            gw = gw.to(torch.float32, memory_format=torch.channels_last if weight_channels_last
+                       else torch.contiguous_format)
+        return gx, gw, None, None
 
 
 class _BasicBlock(nn.Module):

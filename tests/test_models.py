@@ -109,3 +109,42 @@ def test_bad_arguments():
 
 def test_available_models():
     assert set(available_models()) >= {"cnn", "mlp", "resnet20", "resnet56"}
+
+
+def test_smallcnn_fast_paths_compute_the_same_function():
+    # channels_last input: the (H, W, C)-order flatten gives the body's function (float64 reference), gradients too
+    from lsutils.models import _Bf16Conv3x3
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    for side, c in ((28, 1), (9, 3)):
+        model = build_model("cnn", 10, c, width=4, image_size=side).to(memory_format=cl)
+        ref = build_model("cnn", 10, c, width=4, image_size=side).double()
+        ref.load_state_dict(model.state_dict())
+        x = _inputs(c, side, n=8).contiguous(memory_format=cl)
+        y = torch.arange(8) % 10
+        out = model(x)
+        expect = ref.classifier(ref.body(x.double()))
+        torch.testing.assert_close(out.double(), expect, rtol=1e-5, atol=1e-5)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        torch.nn.functional.cross_entropy(expect, y).backward()
+        for p, q in zip(model.parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad.double(), q.grad, rtol=1e-4, atol=1e-6)
+        # under CPU bf16 autocast: close to float32 (bf16 rounding), same parameters, float32 features
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            feats = model.features(x)
+        assert feats.dtype == torch.bfloat16
+        torch.testing.assert_close(feats.double(), ref.body(x.double()), rtol=0.05, atol=0.05)
+    # the bf16 convolution: gradients equal those of a float64 convolution of the bf16-rounded operands
+    x = torch.randn(5, 6, 9, 10).contiguous(memory_format=cl).requires_grad_(True)
+    w = torch.randn(7, 6, 3, 3).contiguous(memory_format=cl).requires_grad_(True)
+    out = _Bf16Conv3x3.apply(x, w, (2, 2), (1, 1))
+    g = torch.randn_like(out)
+    out.backward(g)
+    xd = x.detach().bfloat16().double().requires_grad_(True)
+    wd = w.detach().bfloat16().double().requires_grad_(True)
+    ref = torch.nn.functional.conv2d(xd, wd, stride=2, padding=1)
+    ref.backward(g.bfloat16().double())
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(w.grad.double(), wd.grad, rtol=2e-2, atol=5e-2)
+    torch.testing.assert_close(x.grad.double(), xd.grad, rtol=2e-2, atol=5e-2)
+    assert w.grad.is_contiguous(memory_format=cl) and x.grad.dtype == torch.float32

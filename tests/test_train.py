@@ -266,7 +266,7 @@ def test_evaluate_matches_manual_cross_entropy():
     model = _model().eval()
     loss, acc = train.evaluate(model, x, y, batch_size=16)
     with torch.no_grad():
-        logits = model(x)
+        logits = models.forward_logits(model, x)      # the trainer's arithmetic (bf16 body where it uses bf16)
     assert loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
     assert acc == pytest.approx((logits.argmax(1) == y).float().mean().item())
 
@@ -546,8 +546,23 @@ def test_benchmark_quick_prints_ratio_last(fashion_mnist_root):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert re.fullmatch(r"ratio: \d+\.\d\d", lines[-1]), out.stdout
-    assert float(lines[-1].split()[1]) > 0
     assert any("user loop" in line and "samples/s" in line for line in lines)
+    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in lines if ":" in line}
+    # the FLOP counter sees exactly the cpu-profile CNN's convolutions and matmuls (forward + both gradients,
+    # no input gradient for the first layer): 2·MACs × (2 + 3 + 3 + 3) layers' worth, computed by hand
+    macs = {"conv1": 14 * 14 * 32 * 9, "conv2": 7 * 7 * 64 * 9 * 32, "hidden": 3136 * 128, "classifier": 128 * 10}
+    by_hand = 2 * (2 * macs["conv1"] + 3 * (macs["conv2"] + macs["hidden"] + macs["classifier"]))
+    assert by_hand == 8_060_928
+    assert fields["flops_per_sample"] == f"counted {by_hand} analytic {by_hand}", out.stdout
+    from lsutils import config
+    assert fields["precision"] == config.precision("cpu")
+    assert fields["cpu"].endswith("bf16)") and len(fields["cpu"]) > len(" (no native bf16)")
+    matmul = float(re.fullmatch(r"(\d+\.\d) GFLOP/s \(2048x2048, \d+ threads\)", fields["fp32_matmul"]).group(1))
+    ours = float(re.search(r"([\d,]+) samples/s", fields["lsutils.fit (preloaded tensors, seeded permutation, "
+                                                      "channels_last)"]).group(1).replace(",", ""))
+    fraction = float(re.fullmatch(r"\d+\.\d\d", fields["peak_fraction"]).group(0))
+    assert matmul > 0 and ours > 0
+    assert fraction == pytest.approx(by_hand * ours / (matmul * 1e9), abs=0.011), out.stdout
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 7, 8, 40])
