@@ -1,90 +1,500 @@
-"""Selective classification, post-hoc logit normalisation, padded token losses, and chapter 8's experiment specs.
+"""Chapter 8: label smoothing beside other regularizers, in selective classification, and with few classes.
 
-**Selective classification** (Geifman & El-Yaniv 2017): a classifier may abstain. It answers the
-fraction ``c`` (the *coverage*) of inputs it is most confident about; the *selective risk* is its
-error rate on those. Sorting the ``N`` test examples by confidence, highest first, the
-risk–coverage curve has one point per prefix ``i = 1..N``:
+What the chapter's notebook needs besides the core: its settings (:func:`chapter_settings`), one trainer loss
+(the confidence penalty of Pereyra et al. 2017, registered as ``"confidence_penalty"``), class-subset runs
+(:func:`subset_spec`, :func:`subset_data`), scores computed once per model (:func:`split_logits`,
+:func:`scores`, :func:`selective_scores`), paired comparisons over seeds (:func:`paired_table`) and the figures
+(:func:`plot_points`, :func:`plot_risk_coverage`). Nothing here trains a model: the notebook builds its run
+lists itself and passes them to :func:`lsutils.train_many`.
 
-    coverage_i = i / N,        risk_i = (errors among the i most confident) / i,
-
-and the area under it, ``AURC = (1/N) Σ_i risk_i``, scores the confidence *ranking* (lower is
-better). The best possible ranking puts every correct prediction first; its area ``AURC*`` depends
-only on the error rate, and ``E-AURC = AURC − AURC*`` is the part a better ranking could remove.
-Ties in confidence are broken *in expectation* (every order of a tied group equally likely), so the
-curve does not depend on how a sort orders equal values.
-
-**Logit normalisation** (Cattelan & Silva 2024; used post hoc by Xia et al. 2025 to repair label
-smoothing's selective classification): the confidence is read from the logits divided by their
-``p``-norm, optionally after centring them,
-
-    ẑ = (z − mean(z)) / ‖z − mean(z)‖_p,      MaxLogit-pNorm = max_k ẑ_k,      MSP-pNorm = max_k softmax(ẑ / τ)_k.
-
-Dividing by the norm removes the overall scale of the logits, which label smoothing shrinks more for
-confidently right examples than for wrong ones (Xia et al. 2025). :func:`pnorm_logit_score` computes
-both; :func:`select_pnorm` picks ``p`` on held-out data by AURC.
-
-**Padded sequences**: :func:`token_loss_report` scores ``(N, K, L)`` logits against ``(N, L)`` targets
-with padding, the way sequence models are trained (``ignore_index``) and the way the Annotated
-Transformer does it (:func:`lsutils.annotated_transformer_loss`).
+**Confidence penalty.** ``CE(z, y) − β·H(softmax(z))``: it penalises low-entropy (confident) predictions. Since
+``−H(p) = KL(p ‖ u) − log K`` it pulls ``p`` toward the uniform ``u`` through ``KL(p ‖ u)``, where label
+smoothing pulls through ``KL(u ‖ p)``: ``H(q', p) = (1 − ε)·[CE + ε/(1 − ε)·KL(u ‖ p)] + const``. So
+``β = ε/(1 − ε)`` gives the penalty the same weight relative to the cross-entropy as label smoothing's
+(:func:`matching_beta`).
 """
 from __future__ import annotations
 
+import math
+import textwrap
+import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lsutils._validate import (check_class_indices, check_labels_1d, check_probability, check_tensor)
-from lsutils.metrics import msp_score
+from lsutils._validate import as_int, as_real, check_class_indices, check_logits_2d, check_probability, check_tensor
+from lsutils.book.common import md  # noqa: F401  (the chapter's generated prose: ch.md(...))
+from lsutils.losses import register_loss
 
-from lsutils.metrics import aurc, excess_aurc, pnorm_logit_score, select_pnorm, selective_report, risk_coverage_curve
-
-__all__ = ['run_scores', 'plot_risk_coverage', 'plot_with_without', 'ls_differences', 'with_without_table', 'compare_confidences', 'plot_ls_difference', 'token_loss_report', 'chapter8_settings', 'regularizer_specs', 'model_size_specs']
-
-
-# --------------------------------------------------------------------------------------------- input checks
-
-
-# --------------------------------------------------------------------------------------------- risk-coverage
+__all__ = ["confidence_penalty", "matching_beta", "smoothing_cap", "decay_factor", "chapter_settings", "subset_spec",
+           "subset_data", "split_logits", "scores", "per_class_confidence", "selective_scores", "comparison_text",
+           "paired_table",
+           "consistency", "md_table",
+           "plot_points", "plot_risk_coverage"]
 
 
-# --------------------------------------------------------------------------------------------- confidence scores
+# --------------------------------------------------------------------------------------------- the confidence penalty
+def confidence_penalty(logits: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    """``CE(logits, target) − beta · H(softmax(logits))``, averaged over the batch (Pereyra et al. 2017).
 
+    ``logits``: ``(B, K)`` floating; ``target``: ``(B,)`` class indices; ``beta`` ≥ 0. Returns a scalar tensor.
+    With ``beta = 0`` it is the plain cross-entropy; on uniform logits ``H = log K``.
 
-def run_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> dict[str, float]:
-    """Test metrics of one trained model: ``acc``, ``nll``, ``ece`` (``n_bins`` bins), ``aurc`` and ``e_aurc`` (MSP).
-
-    ``x``: inputs ``(N, C, H, W)``; ``y``: labels ``(N,)``. Logits come from :func:`lsutils.predict_logits`.
-
-    >>> m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
-    >>> sorted(run_scores(m, torch.randn(8, 1, 2, 2), torch.arange(8) % 3))
-    ['acc', 'aurc', 'e_aurc', 'ece', 'nll']
+    >>> z = torch.zeros(2, 4); y = torch.tensor([0, 3])
+    >>> round(float(confidence_penalty(z, y, 0.5)), 4)      # log 4 − 0.5·log 4
+    0.6931
     """
-    from lsutils.metrics import accuracy, expected_calibration_error, nll
+    check_logits_2d("logits", logits)
+    check_tensor("target", target, floating=False)
+    if target.dim() != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(f"target must have shape ({logits.shape[0]},) for logits {tuple(logits.shape)}, "
+                         f"got {tuple(target.shape)}")
+    check_class_indices("target", target, logits.shape[1])
+    return _penalised(logits, target, _check_beta(beta))
+
+
+def _check_beta(beta: Any) -> float:
+    beta = as_real("beta", beta)
+    if beta < 0:
+        raise ValueError(f"beta must be a finite number >= 0, got {beta}")
+    return beta
+
+
+def _penalised(logits: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    logp = F.log_softmax(logits.float(), dim=1)
+    entropy = -(logp.exp() * logp).sum(dim=1)
+    return F.nll_loss(logp, target.long()) - beta * entropy.mean()
+
+
+@register_loss("confidence_penalty")
+def _confidence_penalty_loss(beta: float, context: Any = None):
+    """Trainer loss ``{"name": "confidence_penalty", "beta": β}`` (:func:`confidence_penalty`)."""
+    beta = _check_beta(beta)
+    return lambda logits, target: _penalised(logits, target, beta)
+
+
+def matching_beta(epsilon: float) -> float:
+    """``ε / (1 − ε)``: the confidence-penalty weight equal, relative to the CE term, to label smoothing's.
+
+    >>> round(matching_beta(0.1), 4)
+    0.1111
+    """
+    epsilon = check_probability("epsilon", epsilon, high_open=True)
+    return epsilon / (1.0 - epsilon)
+
+
+def smoothing_cap(num_classes: int, epsilon: float) -> float:
+    """``1 − ε + ε/K``: the true class's target probability, the most an LS-optimal model is sure of.
+
+    >>> round(smoothing_cap(10, 0.1), 4), round(smoothing_cap(2, 0.1), 4)
+    (0.91, 0.95)
+    """
+    k = as_int("num_classes", num_classes, minimum=2)
+    epsilon = check_probability("epsilon", epsilon)
+    return 1.0 - epsilon + epsilon / k
+
+
+def decay_factor(profile: Any, weight_decay: float) -> float:
+    """How much decoupled weight decay alone would shrink a weight over one run of ``profile``: ``Π_t (1 − lr_t·λ)``.
+
+    ``lr_t`` is the trainer's one-cycle schedule (:func:`lsutils.train.one_cycle_schedule`) over
+    ``epochs · ⌈n_train / batch_size⌉`` steps; AdamW multiplies every weight by ``1 − lr_t·λ`` at each step
+    before its gradient update. A factor near 1 means the decay does nothing within the run.
+
+    >>> import lsutils as ls
+    >>> round(decay_factor(ls.get_profile("smoke"), 0.0), 4)
+    1.0
+    """
+    from lsutils.train import one_cycle_schedule
+
+    for attr in ("epochs", "n_train", "batch_size", "lr"):
+        if not hasattr(profile, attr):
+            raise TypeError(f"profile must be an lsutils Profile (from get_profile()), got {type(profile).__name__}")
+    lam = as_real("weight_decay", weight_decay)
+    if lam < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {lam}")
+    if profile.n_train is None:
+        raise ValueError("profile.n_train is None (all images): give a profile with a fixed training-set size")
+    steps = profile.epochs * math.ceil(profile.n_train / profile.batch_size)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=profile.lr)
+    sched = one_cycle_schedule(opt, profile.lr, steps)
+    log_factor = 0.0
+    for _ in range(steps):
+        log_factor += math.log(max(1.0 - opt.param_groups[0]["lr"] * lam, 1e-300))
+        opt.step()
+        sched.step()
+    return math.exp(log_factor)
+
+
+# --------------------------------------------------------------------------------------------- settings and runs
+def chapter_settings(profile: Any) -> dict[str, Any]:
+    """The sizes and strengths of chapter 8's experiments for a :class:`~lsutils.config.Profile`.
+
+    * ``seeds``: the profile's seeds; ``epsilons``: the LS models (shared with chapters 3–7 through the cache)
+      from which the chapter's ε is chosen on validation NLL, and which the selective-classification section scores;
+    * ``weight_decay``: 2.0, the strong decoupled (AdamW) weight decay of the "weight decay" row (the profile's own
+      ``weight_decay`` is the baseline); ``dropout``: 0.5 on the penultimate features (Srivastava et al.'s default
+      for hidden units);
+    * ``class_sets``: the nested class subsets of the few-classes experiment, most confusable first (Fashion-MNIST:
+      pullover/coat; the five tops; ``None`` = all classes, the profile's own models); ``k_epsilon``: its smoothing;
+    * ``pnorm_grid``: the ``p`` values MaxLogit-pNorm chooses from on validation.
+
+    >>> chapter_settings(__import__("lsutils").get_profile("smoke"))["class_sets"]
+    ((2, 4), (0, 2, 3, 4, 6), None)
+    """
+    for attr in ("seeds", "weight_decay", "n_train", "n_val"):
+        if not hasattr(profile, attr):
+            raise TypeError(f"profile must be an lsutils Profile (from get_profile()), got {type(profile).__name__}")
+    return {"seeds": tuple(profile.seeds), "epsilons": (0.05, 0.1, 0.3), "weight_decay": 2.0, "dropout": 0.5,
+            "class_sets": ((2, 4), (0, 2, 3, 4, 6), None), "k_epsilon": 0.1, "pnorm_grid": tuple(range(1, 10))}
+
+
+_NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10}
+
+
+def _scaled(n: int | None, k: int, total: int) -> int | None:
+    return None if n is None else max(k, n * k // total)
+
+
+def subset_spec(profile: Any, classes: Sequence[int] | None, loss: Mapping[str, Any], seed: int) -> Any:
+    """The profile's run restricted to ``classes``: the same images per class and the same number of steps.
+
+    ``classes=None`` (or all the dataset's classes in order) is exactly the profile's spec
+    ``RunSpec.from_profile(profile, loss=loss, seed=seed)``, so it shares the cached model; otherwise the spec
+    keeps ``classes`` and scales ``n_train``, ``n_val`` and ``batch_size`` by ``K/10``, so that every epoch has as
+    many optimizer steps as the profile's (the schedule, the epochs and the learning rate stay the same).
+
+    >>> import lsutils as ls
+    >>> s = subset_spec(ls.get_profile("smoke"), (2, 4), {"name": "ce"}, 0)
+    >>> s.classes, s.n_train, s.n_val, s.batch_size
+    ((2, 4), 100, 100, 26)
+    """
+    from lsutils.train import RunSpec
+
+    total = _NUM_CLASSES.get(getattr(profile, "dataset", None))
+    if total is None:
+        raise TypeError(f"profile must be an lsutils Profile with dataset in {sorted(_NUM_CLASSES)}, got {profile!r}")
+    if classes is not None:
+        classes = tuple(classes)
+        if classes == tuple(range(total)):
+            classes = None
+    if classes is None:
+        return RunSpec.from_profile(profile, loss=loss, seed=seed)
+    k = len(classes)
+    return RunSpec.from_profile(profile, loss=loss, seed=seed, classes=classes,
+                                n_train=_scaled(profile.n_train, k, total), n_val=_scaled(profile.n_val, k, total),
+                                batch_size=max(1, round(profile.batch_size * k / total)))
+
+
+def subset_data(profile: Any, spec: Any) -> Any:
+    """The data a :func:`subset_spec` run trains on, with the profile's test set restricted to its classes.
+
+    The test set keeps ``n_test · K/10`` images (all of the classes' test images when the profile uses all).
+    """
+    from lsutils.data import load_dataset, load_profile_data
+
+    if not hasattr(spec, "classes") or not hasattr(spec, "n_val"):
+        raise TypeError(f"spec must be a RunSpec, got {type(spec).__name__}")
+    if spec.classes is None:
+        return load_profile_data(profile, seed=spec.data_seed)
+    total = _NUM_CLASSES[spec.dataset]
+    return load_dataset(spec.dataset, n_train=spec.n_train, n_val=spec.n_val, seed=spec.data_seed,
+                        n_test=_scaled(profile.n_test, len(spec.classes), total), classes=spec.classes)
+
+
+# --------------------------------------------------------------------------------------------- scores
+def split_logits(model: torch.nn.Module, data: Any, splits: Sequence[str] = ("train", "val", "test"),
+                 batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """``{split: logits (N_split, K)}`` of ``model`` (eval mode) on ``data``'s splits, computed once each.
+
+    ``batch_size`` goes to :func:`lsutils.predict_logits`: on the book's CPU, chunks of 512 images run the
+    profile's CNN about 2.5 times faster than the default 2,048.
+    """
     from lsutils.models import predict_logits
 
-    z = predict_logits(model, x)
-    labels = check_labels_1d("labels", y, z.shape[0], z.shape[1])
-    correct = z.argmax(1) == labels
-    conf = msp_score(z)
-    return {"acc": accuracy(z, labels), "nll": nll(z, labels),
-            "ece": expected_calibration_error(z.double().softmax(1), labels, n_bins=n_bins),
-            "aurc": aurc(conf, correct), "e_aurc": excess_aurc(conf, correct)}
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    out = {}
+    for name in splits:
+        split = getattr(data, name, None)
+        if split is None or not hasattr(split, "x"):
+            raise TypeError(f"data must have a split {name!r} with .x and .y (an lsutils ImageDataset)")
+        out[name] = predict_logits(model, split.x, batch_size=batch_size).float().cpu()
+    return out
+
+
+def scores(logits: Mapping[str, torch.Tensor], data: Any, n_bins: int = 15) -> dict[str, float]:
+    """One model's numbers from its :func:`split_logits`: test accuracy, NLL, ECE and more.
+
+    Keys: ``acc``, ``nll``, ``ece`` (``n_bins`` bins), ``conf`` (mean max probability) and ``overconf`` (``conf −
+    acc``) on test; ``T``, the temperature fitted on validation NLL (> 1: over-confident, < 1: under-confident),
+    ``val_nll`` and ``ece_ts`` (the test ECE after dividing the logits by ``T``) when ``"val"`` is given; ``train_acc`` (eval mode, no augmentation), ``gap`` (train − test
+    accuracy) and ``train_conf`` when ``"train"`` is given.
+
+    >>> import types
+    >>> sp = types.SimpleNamespace(y=torch.tensor([0, 1, 1]))
+    >>> z = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
+    >>> round(scores({"test": z}, types.SimpleNamespace(test=sp))["acc"], 4)
+    0.6667
+    """
+    from lsutils.metrics import calibration_report, fit_temperature, nll
+
+    if not isinstance(logits, Mapping) or "test" not in logits:
+        raise TypeError("logits must be a dict {split: logits} with at least 'test' (see split_logits)")
+    test = calibration_report(logits["test"], data.test.y, n_bins)
+    out = {k: test[k] for k in ("acc", "nll", "ece", "conf")}
+    out["overconf"] = out["conf"] - out["acc"]
+    if "val" in logits:
+        with warnings.catch_warnings():        # a separable validation set: T at the edge of its range is the answer
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["T"] = fit_temperature(logits["val"], data.val.y)
+        out["val_nll"] = nll(logits["val"], data.val.y)
+        out["ece_ts"] = calibration_report(logits["test"], data.test.y, n_bins, temperature=out["T"])["ece"]
+    if "train" in logits:
+        z = logits["train"]
+        out["train_acc"] = float((z.argmax(1) == data.train.y).double().mean())
+        out["gap"] = out["train_acc"] - out["acc"]
+        out["train_conf"] = float(z.double().softmax(1).amax(1).mean())
+    return out
+
+
+def per_class_confidence(logits: torch.Tensor, labels: torch.Tensor, names: Sequence[str] | None = None) -> Any:
+    """Accuracy and mean confidence (max probability) of the images of each true class: a ``pandas.DataFrame``.
+
+    ``logits`` ``(N, K)``, ``labels`` ``(N,)``; ``names``: the ``K`` class names (default ``0 .. K-1``). Columns
+    ``acc``, ``conf`` and ``overconf = conf − acc`` (negative: under-confident on that class), one row per class.
+
+    >>> z = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 1.0]]); y = torch.tensor([0, 1, 1])
+    >>> per_class_confidence(z, y, ["a", "b"])["acc"].tolist()
+    [1.0, 0.5]
+    """
+    import pandas as pd
+
+    check_logits_2d("logits", logits)
+    k = logits.shape[1]
+    check_tensor("labels", labels, floating=False)
+    if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
+    check_class_indices("labels", labels, k)
+    names = [str(c) for c in range(k)] if names is None else [str(n) for n in names]
+    if len(names) != k:
+        raise ValueError(f"names must give one name per class ({k}), got {len(names)}")
+    probs = logits.detach().double().softmax(1)
+    conf, pred = probs.max(1)
+    hit = (pred == labels).double()
+    rows = []
+    for c in range(k):
+        m = labels == c
+        if m.any():
+            rows.append({"class": names[c], "acc": float(hit[m].mean()), "conf": float(conf[m].mean())})
+    df = pd.DataFrame(rows).set_index("class")
+    df["overconf"] = df["conf"] - df["acc"]
+    return df
+
+
+def selective_scores(logits: Mapping[str, torch.Tensor], data: Any, ps: Iterable[float] = tuple(range(1, 10))
+                     ) -> dict[str, Any]:
+    """Selective classification of one model with two confidences: the MSP and MaxLogit-pNorm.
+
+    ``p`` is chosen on the validation logits by :func:`lsutils.metrics.select_pnorm` (lowest AURC), then both
+    confidences are scored on test. Returns ``p``; ``fallback`` (whether the MSP was at least as good as the chosen
+    ``p`` on validation: Cattelan & Silva's procedure would then keep the MSP); ``rows``, one dict per confidence
+    (``confidence``, ``acc``, ``aurc``, ``e_aurc``); and ``curves`` ``{name: (confidence (N,), correct (N,))}`` on test.
+    """
+    from lsutils.metrics import msp_score, pnorm_logit_score, select_pnorm, selective_report
+
+    if not isinstance(logits, Mapping) or not {"val", "test"} <= set(logits):
+        raise TypeError("logits must be a dict with 'val' and 'test' logits (see split_logits)")
+    fit = select_pnorm(logits["val"], data.val.y, tuple(ps))
+    z, y = logits["test"], data.test.y
+    correct = z.argmax(1) == y
+    conf = {"MSP": msp_score(z), "MaxLogit-pNorm": pnorm_logit_score(z, fit["p"])}
+    rows = [{"confidence": name, **{k: v for k, v in selective_report(z, y, c, coverages=()).items()}}
+            for name, c in conf.items()]
+    return {"p": fit["p"], "fallback": fit["msp_aurc"] <= fit["aurc"][fit["p"]], "rows": rows,
+            "curves": {name: (c, correct) for name, c in conf.items()}}
+
+
+# --------------------------------------------------------------------------------------------- comparisons over seeds
+def comparison_text(comparison: Any, digits: int = 2) -> str:
+    """``"+1.23 ± 0.45 (95 % CI [...], p = 0.03, n = 3)"`` for a :class:`lsutils.stats.PairedComparison`.
+
+    The same as its ``text(digits)``, with ``p = < 0.001`` written ``p < 0.001``.
+    """
+    if not hasattr(comparison, "text") or not hasattr(comparison, "p"):
+        raise TypeError(f"comparison must be a PairedComparison, got {type(comparison).__name__}")
+    return comparison.text(digits).replace("p = <", "p <")
+
+
+def paired_table(rows: Any, by: str, metrics: Mapping[str, float], a: Mapping[str, Any], b: Mapping[str, Any], *,
+                 on: str = "seed", digits: int = 2) -> Any:
+    """Paired comparisons ``a − b`` (:func:`lsutils.stats.paired_comparison`) for each value of ``by`` and metric.
+
+    ``rows``: a DataFrame or list of dicts, one per run; ``metrics``: ``{column: scale}`` (e.g. ``{"acc": 100}``);
+    ``a``/``b``: column values selecting the two arms within each group (e.g. ``{"epsilon": 0.1}``,
+    ``{"epsilon": 0.0}``). Groups without both arms are skipped. Returns a DataFrame indexed by ``(by, metric)``
+    with ``mean``, ``sd``, ``ci_low``, ``ci_high``, ``p``, ``n`` and ``text`` (``"+1.23 ± 0.45 (95 % CI ..., p = ...)"``).
+
+    >>> rows = [{"g": "x", "e": e, "seed": s, "acc": v} for e, s, v in
+    ...         [(0, 0, .80), (0, 1, .82), (0, 2, .81), (1, 0, .83), (1, 1, .84), (1, 2, .84)]]
+    >>> t = paired_table(rows, "g", {"acc": 100}, {"e": 1}, {"e": 0})
+    >>> print(t.loc[("x", "acc"), "text"])
+    +2.67 ± 0.58 (95 % CI [+1.23, +4.10], p = 0.02, n = 3)
+    """
+    import pandas as pd
+
+    from lsutils.stats import paired_comparison
+
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(list(rows))
+    if by not in df.columns:
+        raise ValueError(f"by={by!r} is not a column of rows; columns: {sorted(df.columns)}")
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise TypeError("metrics must be a non-empty dict {column: scale}, e.g. {'acc': 100}")
+    records = []
+    for group in dict.fromkeys(df[by]):
+        sub = df[df[by] == group]
+        if not all((sub[k] == v).any() for arm in (a, b) for k, v in arm.items() if k in sub.columns):
+            continue
+        for metric, scale in metrics.items():
+            try:
+                r = paired_comparison(sub, metric, a, b, on=on, scale=scale)
+            except ValueError as exc:
+                if "no rows match" in str(exc):
+                    continue
+                raise
+            records.append({by: group, "metric": metric, "mean": r.mean, "sd": r.std, "ci_low": r.ci_low,
+                            "ci_high": r.ci_high, "p": r.p, "n": r.n, "text": comparison_text(r, digits)})
+    if not records:
+        raise ValueError(f"no group of {by!r} holds both arms a={dict(a)} and b={dict(b)}")
+    return pd.DataFrame.from_records(records).set_index([by, "metric"])
+
+
+def consistency(comparisons: Mapping[Any, Any], direction: str, alpha: float = 0.05) -> str:
+    """How a set of paired comparisons agrees with one direction: ``"all"``, ``"some"``, ``"sign"`` or ``"none"``.
+
+    ``comparisons``: ``{label: comparison}``, each a :class:`lsutils.stats.PairedComparison` or a row of
+    :func:`paired_table` (with ``mean`` and ``p``); ``direction``: ``"higher"`` (mean > 0) or ``"lower"``.
+    ``"all"``: every one significant (``p < alpha``) in that direction; ``"some"``: at least one; ``"sign"``: none
+    significant, but every mean in that direction; ``"none"``: otherwise.
+
+    >>> consistency({"a": {"mean": 1.0, "p": 0.01}, "b": {"mean": 2.0, "p": 0.2}}, "higher")
+    'some'
+    """
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"direction must be 'higher' or 'lower', got {direction!r}")
+    if not isinstance(comparisons, Mapping) or not comparisons:
+        raise TypeError("comparisons must be a non-empty dict {label: comparison}")
+    sign = 1.0 if direction == "higher" else -1.0
+    means, ps = [], []
+    for label, c in comparisons.items():
+        get = (lambda k: c[k]) if isinstance(c, Mapping) or hasattr(c, "loc") else (lambda k: getattr(c, k))
+        try:
+            means.append(sign * float(get("mean")))
+            ps.append(float(get("p")))
+        except (KeyError, AttributeError, TypeError) as exc:
+            raise TypeError(f"comparison {label!r} has no 'mean' and 'p': {exc}") from None
+    hits = [m > 0 and p < alpha for m, p in zip(means, ps)]
+    if all(hits):
+        return "all"
+    if any(hits):
+        return "some"
+    return "sign" if all(m > 0 for m in means) else "none"
+
+
+def md_table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table (for :func:`lsutils.book.common.md`) from a header and rows of cells.
+
+    >>> print(md_table(["a", "b"], [[1, "x | y"]]))
+    | a | b |
+    | --- | --- |
+    | 1 | x \\| y |
+    """
+    header = [str(h) for h in header]
+    if not header:
+        raise ValueError("header must name at least one column")
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    for i, row in enumerate(body):
+        cells = [str(c).replace("|", "\\|") for c in row]
+        if len(cells) != len(header):
+            raise ValueError(f"row {i} has {len(cells)} cells, the header {len(header)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- figures
+def plot_points(rows: Any, x: str, panels: Mapping[str, tuple[str, float]], *, hue: str | None = None,
+                order: Sequence[Any] | None = None, hue_order: Sequence[Any] | None = None,
+                ref_lines: Mapping[str, float] | None = None, title: str | None = None, ncols: int | None = None,
+                panel_size: tuple[float, float] = (3.6, 3.1)) -> Any:
+    """Point plots with error bars (mean ± sd over seeds) and the single runs as small dots, one panel per metric.
+
+    ``rows``: a DataFrame or list of dicts, one per run; ``panels``: ``{column: (y label, scale)}``; ``hue``: the
+    column that splits each x position (e.g. with and without LS); ``ref_lines``: ``{column: y}`` dashed
+    reference lines (e.g. ``T = 1``, a difference of 0). Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(list(rows))
+    if not isinstance(panels, Mapping) or not panels:
+        raise TypeError("panels must be a non-empty dict {column: (label, scale)}")
+    missing = sorted({x, *panels, *([hue] if hue else [])} - set(df.columns))
+    if missing:
+        raise ValueError(f"rows lack the columns {missing}; columns: {sorted(df.columns)}")
+    ncols = ncols or len(panels)
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False)
+    order = list(order) if order is not None else list(dict.fromkeys(df[x]))
+    if hue is not None:
+        hue_order = list(hue_order) if hue_order is not None else list(dict.fromkeys(df[hue]))
+    for ax, (col, (label, scale)) in zip(axes.flat, panels.items()):
+        d = df.assign(_y=df[col].astype(float) * scale)
+        kw = dict(data=d, x=x, y="_y", hue=hue, order=order, hue_order=hue_order, ax=ax)
+        sns.stripplot(**kw, dodge=hue is not None, alpha=0.35, size=3.5, legend=False, jitter=0.05)
+        sns.pointplot(**kw, dodge=0.4 if hue is not None else False, errorbar="sd", capsize=0.12, linestyle="none",
+                      markersize=5, err_kws={"linewidth": 1.3})
+        if ref_lines and col in ref_lines:
+            ax.axhline(ref_lines[col], color="gray", lw=1, ls="--")
+        ax.set_xlabel("")
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([textwrap.fill(str(o), 10, break_long_words=False) for o in order], fontsize=9)
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.remove()
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    if hue is not None:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncols=len(labels), frameon=False,
+                   bbox_to_anchor=(0.5, 1.0 + 0.02 * nrows))
+    if title:
+        fig.suptitle(title, y=1.06 + 0.02 * nrows if hue is not None else 1.0)
+    fig.tight_layout()
+    return fig
 
 
 def plot_risk_coverage(curves: Mapping[str, tuple[Any, Any]], *, ax: Any = None, max_coverage: float = 1.0,
-                       title: str | None = None) -> Any:
-    """Plot risk–coverage curves, one line per ``label: (confidence (N,), correct (N,))``; returns the Axes.
+                       title: str | None = None, min_coverage_for_ylim: float = 0.02) -> Any:
+    """Risk–coverage curves, one line per ``label: (confidence (N,), correct (N,))``; returns the Axes.
 
     The legend gives each curve's AURC; ``max_coverage < 1`` zooms into the low-coverage end, where the
-    most confident predictions are (and where a bad ranking shows first).
+    most confident predictions are (and where a bad ranking shows first). The y range is set by the curves from
+    a coverage of ``min_coverage_for_ylim`` on: the first few points (one wrong answer among the first ten
+    is 10 %) would otherwise flatten the rest.
     """
     import matplotlib.pyplot as plt
+
+    from lsutils.metrics import risk_coverage_curve
 
     if not isinstance(curves, Mapping) or not curves:
         raise TypeError("curves must be a non-empty dict {label: (confidence, correct)}")
     max_coverage = check_probability("max_coverage", max_coverage, low_open=True)
+    min_cov = check_probability("min_coverage_for_ylim", min_coverage_for_ylim, high=max_coverage)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.6))
     top = 0.0
@@ -93,9 +503,10 @@ def plot_risk_coverage(curves: Mapping[str, tuple[Any, Any]], *, ax: Any = None,
         keep = c["coverage"] <= max_coverage + 1e-12
         ax.plot(100 * c["coverage"][keep], 100 * c["risk"][keep],
                 label=f"{label} (AURC {1000 * float(c['risk'].mean()):.1f}‰)")
-        top = max(top, float(c["risk"][keep].max()) if keep.any() else 0.0)
+        scale = keep & (c["coverage"] >= min_cov)
+        top = max(top, float(np.max(c["risk"][scale])) if scale.any() else 0.0)
     ax.set_xlabel("coverage (% of test images answered)")
-    ax.set_ylabel("selective risk (% errors among answered)")
+    ax.set_ylabel("selective risk (% wrong among answered)")
     ax.set_xlim(0, 100 * max_coverage)
     ax.set_ylim(0, 100 * top * 1.05 + 1e-9)
     ax.grid(alpha=0.3)
@@ -103,324 +514,3 @@ def plot_risk_coverage(curves: Mapping[str, tuple[Any, Any]], *, ax: Any = None,
     if title is not None:
         ax.set_title(title)
     return ax
-
-
-def _groups_and_epsilons(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], epsilon_key: str):
-    if not rows:
-        raise ValueError("rows is empty; need at least one run")
-    missing = {k for r in rows for k in list(keys) + [epsilon_key] if k not in r}
-    if missing:
-        raise ValueError(f"rows lack the keys {sorted(missing)}; keys present: {sorted(rows[0])}")
-    return list(dict.fromkeys(r[keys[0]] for r in rows)), sorted({float(r[epsilon_key]) for r in rows})
-
-
-def plot_with_without(rows: Sequence[Mapping[str, Any]], by: str, metric: str, *, ax: Any = None,
-                      scale: float = 1.0, ylabel: str | None = None, title: str | None = None,
-                      epsilon_key: str = "epsilon") -> Any:
-    """Without (``ε = 0``) and with label smoothing, side by side for each value of ``by``: mean ± std over runs.
-
-    ``rows``: one dict per run with keys ``by``, ``epsilon_key`` and ``metric``; groups keep their first-seen
-    order. Each marker is ``scale · mean`` with an error bar of ``scale · std`` (sample std over the runs of
-    the group); the small dots are the single runs. Markers, not bars: the differences of interest are a
-    fraction of a point, which bars starting at 0 would hide. Returns the Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    from lsutils.stats import mean_std
-
-    groups, epsilons = _groups_and_epsilons(rows, [by, metric], epsilon_key)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(groups) + 1.5), 3.4))
-    offsets = np.linspace(-0.15, 0.15, len(epsilons)) if len(epsilons) > 1 else np.zeros(1)
-    for j, eps in enumerate(epsilons):
-        label = "CE (ε = 0)" if eps == 0 else f"LS (ε = {eps:g})"
-        xs, means, stds = [], [], []
-        for i, g in enumerate(groups):
-            vals = [scale * float(r[metric]) for r in rows if r[by] == g and float(r[epsilon_key]) == eps]
-            if not vals:
-                continue
-            m, sd = mean_std(vals)
-            xs.append(i + offsets[j])
-            means.append(m)
-            stds.append(sd)
-            ax.plot([i + offsets[j]] * len(vals), vals, ".", color=f"C{j}", alpha=0.35, ms=4)
-        ax.errorbar(xs, means, yerr=stds, fmt="o", color=f"C{j}", capsize=4, label=label)
-    ax.set_xticks(np.arange(len(groups)))
-    ax.set_xticklabels([str(g) for g in groups])
-    ax.set_xlim(-0.5, len(groups) - 0.5)
-    ax.set_ylabel(ylabel or metric)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
-    if title is not None:
-        ax.set_title(title)
-    return ax
-
-
-def ls_differences(rows: Sequence[Mapping[str, Any]], by: str, group: Any, metric: str, *,
-                   epsilon_key: str = "epsilon", seed_key: str = "seed") -> list[float]:
-    """Per seed: ``metric`` of the label-smoothed run minus that of the CE run (``ε = 0``), both in group ``group``.
-
-    ``rows`` must hold, for that group, one run with ``ε = 0`` and one with a single ``ε > 0`` per seed.
-    Returns the differences in seed order (the paired comparison: seed noise shared by both runs cancels).
-
-    >>> rows = [{"g": "a", "epsilon": e, "seed": s, "acc": v}
-    ...         for e, s, v in [(0.0, 0, 0.80), (0.1, 0, 0.83), (0.0, 1, 0.90), (0.1, 1, 0.89)]]
-    >>> [round(d, 2) for d in ls_differences(rows, "g", "a", "acc")]
-    [0.03, -0.01]
-    """
-    _groups_and_epsilons(rows, [by, metric, seed_key], epsilon_key)
-    mine = [r for r in rows if r[by] == group]
-    if not mine:
-        raise ValueError(f"no rows with {by} == {group!r}")
-    ce = {r[seed_key]: float(r[metric]) for r in mine if float(r[epsilon_key]) == 0.0}
-    ls_rows = [r for r in mine if float(r[epsilon_key]) > 0.0]
-    if len({float(r[epsilon_key]) for r in ls_rows}) != 1:
-        raise ValueError(f"group {group!r} must hold exactly one ε > 0, got {sorted({r[epsilon_key] for r in ls_rows})}")
-    ls_ = {r[seed_key]: float(r[metric]) for r in ls_rows}
-    seeds = sorted(set(ce) & set(ls_))
-    if not seeds:
-        raise ValueError(f"group {group!r} has no seed with both a CE and an LS run")
-    return [ls_[s] - ce[s] for s in seeds]
-
-
-def with_without_table(rows: Sequence[Mapping[str, Any]], by: str, metrics: Sequence[str], *,
-                       scale: Mapping[str, float] | None = None, digits: int = 2, epsilon_key: str = "epsilon",
-                       seed_key: str = "seed"):
-    """A ``pandas.DataFrame``: one row per ``by`` group; for each metric, CE, LS and the paired difference LS − CE.
-
-    Cells are ``"mean ± std"`` over seeds (metric times ``scale[metric]``); the columns are a MultiIndex
-    ``(metric, "CE" | "LS" | "LS − CE")``.
-    """
-    import pandas as pd
-
-    from lsutils.stats import fmt_mean_std
-
-    if isinstance(metrics, str):
-        raise TypeError("metrics must be a sequence of names, e.g. ['acc', 'ece']")
-    groups, epsilons = _groups_and_epsilons(rows, [by, *metrics, seed_key], epsilon_key)
-    scale = dict(scale or {})
-    data: dict[tuple[str, str], list[str]] = {}
-    for m in metrics:
-        f = scale.get(m, 1.0)
-        for name, pick in (("CE", lambda e: e == 0.0), ("LS", lambda e: e > 0.0)):
-            data[(m, name)] = [fmt_mean_std([r[m] for r in rows if r[by] == g and pick(float(r[epsilon_key]))],
-                                            digits=digits, scale=f) for g in groups]
-        data[(m, "LS − CE")] = [fmt_mean_std(ls_differences(rows, by, g, m, epsilon_key=epsilon_key,
-                                                            seed_key=seed_key), digits=digits, scale=f)
-                                for g in groups]
-    table = pd.DataFrame(data, index=pd.Index(groups, name=by))
-    table.columns = pd.MultiIndex.from_tuples(table.columns)
-    return table
-
-
-def compare_confidences(model: torch.nn.Module, val: Any, test: Any, *, ps: Iterable[float] = tuple(range(1, 10)),
-                        coverages: Sequence[float] = (0.8,)) -> dict[str, Any]:
-    """Selective classification of one model with two confidences: the MSP and MaxLogit-pNorm.
-
-    ``p`` is chosen on ``val`` (a split with ``.x``, ``.y``) by :func:`select_pnorm`; both scores are then
-    evaluated on ``test``. Returns a dict with
-
-    * ``"p"``: the chosen ``p``; ``"val_aurc"``: ``{"MSP": ..., "MaxLogit-pNorm": ...}`` on validation;
-      ``"fallback"``: whether the MSP is at least as good as every ``p`` on validation (then Cattelan &
-      Silva's procedure keeps the MSP; the test rows still report MaxLogit-pNorm at the chosen ``p``);
-    * ``"rows"``: one :func:`selective_report` dict per score, with keys ``"confidence"``, ``"p"`` and ``"fallback"``;
-    * ``"scores"``: ``{name: (confidence (N,), correct (N,))}`` on test, for :func:`plot_risk_coverage`.
-    """
-    from lsutils.models import predict_logits
-
-    for name, split in (("val", val), ("test", test)):
-        if not (hasattr(split, "x") and hasattr(split, "y")):
-            raise TypeError(f"{name} must be a split with .x and .y (e.g. data.val), got {type(split).__name__}")
-    z_val, z_test = predict_logits(model, val.x), predict_logits(model, test.x)
-    fit = select_pnorm(z_val, val.y, ps)
-    fallback = fit["msp_aurc"] <= fit["aurc"][fit["p"]]
-    correct = z_test.argmax(1) == test.y
-    scores = {"MSP": msp_score(z_test), "MaxLogit-pNorm": pnorm_logit_score(z_test, fit["p"])}
-    rows = [{"confidence": name, "p": fit["p"] if name != "MSP" else None, "fallback": fallback,
-             **selective_report(z_test, test.y, conf, coverages)} for name, conf in scores.items()]
-    val_aurc = {"MSP": fit["msp_aurc"], "MaxLogit-pNorm": fit["aurc"][fit["p"]]}
-    return {"p": fit["p"], "fallback": fallback, "val_aurc": val_aurc, "rows": rows,
-            "scores": {k: (v, correct) for k, v in scores.items()}}
-
-
-def plot_ls_difference(rows: Sequence[Mapping[str, Any]], by: str, metric: str, *, ax: Any = None,
-                       scale: float = 1.0, ylabel: str | None = None, title: str | None = None,
-                       epsilon_key: str = "epsilon", seed_key: str = "seed") -> Any:
-    """The paired effect of label smoothing, LS − CE per seed (:func:`ls_differences`), for each value of ``by``.
-
-    Markers: mean ± std over seeds of ``scale · (metric_LS − metric_CE)``; small dots: the single seeds; a line at 0
-    (no effect). Returns the Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    from lsutils.stats import mean_std
-
-    groups, _ = _groups_and_epsilons(rows, [by, metric, seed_key], epsilon_key)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) + 1.5), 3.4))
-    ax.axhline(0.0, color="gray", lw=1)
-    for i, g in enumerate(groups):
-        d = [scale * v for v in ls_differences(rows, by, g, metric, epsilon_key=epsilon_key, seed_key=seed_key)]
-        m, sd = mean_std(d)
-        ax.plot([i] * len(d), d, ".", color="C3", alpha=0.4, ms=5)
-        ax.errorbar([i], [m], yerr=[sd], fmt="o", color="C3", capsize=4)
-    ax.set_xticks(np.arange(len(groups)))
-    ax.set_xticklabels([str(g) for g in groups])
-    ax.set_xlim(-0.5, len(groups) - 0.5)
-    ax.set_ylabel(ylabel or f"{metric}: LS − CE")
-    ax.grid(axis="y", alpha=0.3)
-    if title is not None:
-        ax.set_title(title)
-    return ax
-
-
-# --------------------------------------------------------------------------------------------- padded sequences
-def _check_sequence(logits: Any, target: Any, pad_index: int) -> None:
-    check_tensor("logits", logits, floating=True)
-    if logits.dim() != 3:
-        raise ValueError(f"logits must have shape (N, K, L) (classes on dim 1, as F.cross_entropy expects), "
-                         f"got {tuple(logits.shape)}")
-    check_tensor("target", target, floating=False)
-    if tuple(target.shape) != (logits.shape[0], logits.shape[2]):
-        raise ValueError(f"target must have shape (N, L) = {(logits.shape[0], logits.shape[2])} for logits "
-                         f"{tuple(logits.shape)}, got {tuple(target.shape)}")
-    if isinstance(pad_index, bool) or not isinstance(pad_index, int):
-        raise TypeError(f"pad_index must be an int, got {type(pad_index).__name__}")
-    if not 0 <= pad_index < logits.shape[1]:
-        raise ValueError(f"pad_index must be a class index in [0, {logits.shape[1] - 1}] (the padding token of the "
-                         f"vocabulary), got {pad_index}")
-    check_class_indices("target", target, logits.shape[1])
-    if not (target != pad_index).any():
-        raise ValueError("target holds only padding; at least one real token is needed")
-
-
-def token_loss_report(logits: torch.Tensor, target: torch.Tensor, epsilon: float, pad_index: int) -> dict[str, float]:
-    """Losses of a padded batch of sequences, ``logits (N, K, L)``, ``target (N, L)`` with ``pad_index`` padding.
-
-    Keys (all per real token unless said otherwise):
-
-    * ``tokens``: the number of real (non-padding) target tokens; ``token_acc``: argmax accuracy on them;
-    * ``nll`` and ``perplexity = exp(nll)``: plain cross-entropy with ``ignore_index=pad_index``;
-    * ``ls_loss``: :func:`lsutils.smoothed_cross_entropy` with ``ignore_index`` (PyTorch's convention, ``ε/K``
-      on every class, the padding token included); ``ls_loss_torch``: ``F.cross_entropy(...,
-      ignore_index, label_smoothing)`` (the same number);
-    * ``ls_loss_padding_counted``: the same loss *without* ``ignore_index``, averaged over every position —
-      the bug of forgetting the mask (padding scored as if it were a word);
-    * ``annotated_kl``: :func:`lsutils.annotated_transformer_loss` per real token (``1 − ε`` / ``ε/(K−2)``, padding
-      column and padded rows zeroed, a KL divergence: ``0`` at ``p = q'``).
-
-    >>> z = torch.zeros(1, 5, 3); t = torch.tensor([[1, 2, 0]])
-    >>> r = token_loss_report(z, t, 0.1, pad_index=0)
-    >>> r["tokens"], round(r["perplexity"], 3)
-    (2, 5.0)
-    """
-    from lsutils.losses import annotated_transformer_loss, smoothed_cross_entropy
-
-    _check_sequence(logits, target, pad_index)
-    epsilon = check_probability("epsilon", epsilon)
-    keep = target != pad_index
-    nll = F.cross_entropy(logits, target, ignore_index=pad_index)
-    return {
-        "tokens": int(keep.sum()),
-        "token_acc": float((logits.argmax(1) == target)[keep].double().mean()),
-        "nll": float(nll),
-        "perplexity": float(torch.exp(nll)),
-        "ls_loss": float(smoothed_cross_entropy(logits, target, epsilon, ignore_index=pad_index)),
-        "ls_loss_torch": float(F.cross_entropy(logits, target, ignore_index=pad_index, label_smoothing=epsilon)),
-        "ls_loss_padding_counted": float(smoothed_cross_entropy(logits, target, epsilon)),
-        "annotated_kl": float(annotated_transformer_loss(logits.movedim(1, -1).reshape(-1, logits.shape[1]),
-                                                         target.reshape(-1), epsilon, pad_index, reduction="mean")),
-    }
-
-
-# --------------------------------------------------------------------------------------------- distillation + LS
-
-
-# --------------------------------------------------------------------------------------------- chapter 8 specs
-def chapter8_settings(profile: Any) -> dict[str, Any]:
-    """The sizes of chapter 8's experiments, derived from a :class:`~lsutils.config.Profile`.
-
-    * ``seeds``: the profile's first two seeds (two seeds × ~20 new models fit the chapter's budget);
-    * ``epsilon``: 0.1, the smoothing of the CE/LS models chapter 3 caches; ``epsilon_strong``: 0.3, the
-      strongest smoothing of chapter 5's teachers (also cached), for the selective-classification comparison;
-    * ``dropout``: 0.3 (between the penultimate layer and the classifier);
-    * ``weight_decay``: the profile's own (AdamW, decoupled); the other rows use 0;
-    * ``tiny_width``: the small model of the model-size comparison (the profile's model at width 2,
-      i.e. 2 and 4 convolution channels instead of 32 and 64);
-    * ``distill_temperature``, ``distill_beta``: the distillation row (teacher = the profile's CE model);
-    * ``pnorm_grid``: the ``p`` values :func:`select_pnorm` chooses from; ``coverage``: where the
-      selective risk is read (0.5: the most confident half, where LS's damage shows).
-
-    >>> from lsutils.config import get_profile
-    >>> chapter8_settings(get_profile("cpu"))["seeds"]
-    (0, 1)
-    """
-    for attr in ("seeds", "weight_decay", "model", "width"):
-        if not hasattr(profile, attr):
-            raise TypeError(f"profile must be an lsutils Profile (from get_profile()), got {type(profile).__name__}")
-    return {"seeds": tuple(profile.seeds[:2]), "epsilon": 0.1, "epsilon_strong": 0.3, "dropout": 0.3,
-            "weight_decay": float(profile.weight_decay), "tiny_width": 2 if profile.model == "cnn" else 4,
-            "distill_temperature": 4.0, "distill_beta": 0.5, "pnorm_grid": tuple(range(1, 10)), "coverage": 0.5}
-
-
-def regularizer_specs(profile: Any, seed: int, epsilon: float, *, distill: bool | None = None) -> dict[str, Any]:
-    """The runs of the regulariser table for one seed and one smoothing ``ε`` (0 = no label smoothing).
-
-    Every row starts from ``RunSpec.from_profile(profile, loss=smoothing_spec(ε), seed=seed)`` and changes
-    exactly what its name says; every row but ``"weight decay"`` sets ``weight_decay=0`` (the profile's
-    AdamW default is 1e-2), so each regulariser is measured alone:
-
-    * ``"none"``: ``weight_decay=0``; nothing else;
-    * ``"weight decay"``: the profile's own spec (``weight_decay`` = the profile's; the model chapter 3 caches);
-    * ``"dropout"``: ``weight_decay=0``, ``dropout`` = :func:`chapter8_settings`'s;
-    * ``"augmentation"``: ``weight_decay=0``, ``augment=True`` (random crop with 4-pixel padding + flip);
-    * ``"distillation"`` (when the trainer knows the loss ``"distill"`` of :mod:`lsutils.distill`, or
-      ``distill=True``): ``weight_decay=0``, the teacher is the profile's CE model of the same seed
-      (``RunSpec.from_profile(profile, loss={"name": "ce"}, seed=seed)``, cached), and the loss is
-      ``{"name": "distill", "teacher": ..., "temperature": T, "beta": β}`` for ``ε = 0``, or
-      ``{"name": "distill", ..., "epsilon": ε}`` (the student's hard-label
-      term smoothed with ``ε``) otherwise.
-
-    >>> from lsutils.config import get_profile
-    >>> specs = regularizer_specs(get_profile("smoke"), 0, 0.1, distill=False)
-    >>> list(specs), specs["none"].weight_decay, specs["dropout"].dropout
-    (['none', 'weight decay', 'dropout', 'augmentation'], 0.0, 0.3)
-    """
-    from lsutils.losses import available_losses, smoothing_spec
-    from lsutils.train import RunSpec
-
-    s = chapter8_settings(profile)
-    epsilon = check_probability("epsilon", epsilon)
-    loss = smoothing_spec(epsilon)
-    base = lambda **kw: RunSpec.from_profile(profile, loss=loss, seed=seed, **kw)  # noqa: E731
-    specs = {"none": base(weight_decay=0.0), "weight decay": base(),
-             "dropout": base(weight_decay=0.0, dropout=s["dropout"]),
-             "augmentation": base(weight_decay=0.0, augment=True)}
-    if distill is None:
-        distill = "distill" in available_losses()
-    if distill:
-        teacher = RunSpec.from_profile(profile, loss=smoothing_spec(0.0), seed=seed)
-        dloss: dict[str, Any] = {"name": "distill", "teacher": teacher.to_dict(),
-                                 "temperature": s["distill_temperature"], "beta": s["distill_beta"]}
-        if epsilon > 0:
-            dloss.update(epsilon=epsilon)
-        specs["distillation"] = RunSpec.from_profile(profile, loss=dloss, seed=seed, weight_decay=0.0)
-    return specs
-
-
-def model_size_specs(profile: Any, seed: int, epsilon: float) -> dict[str, Any]:
-    """``{"tiny": spec, "profile": spec}``: the profile's model at ``chapter8_settings(profile)["tiny_width"]`` and at its own width.
-
-    Both use the profile's schedule and ``smoothing_spec(ε)``; the ``"profile"`` spec is the one chapter 3 caches.
-
-    >>> from lsutils.config import get_profile
-    >>> model_size_specs(get_profile("smoke"), 0, 0.0)["tiny"].width
-    2
-    """
-    from lsutils.losses import smoothing_spec
-    from lsutils.train import RunSpec
-
-    s = chapter8_settings(profile)
-    loss = smoothing_spec(check_probability("epsilon", epsilon))
-    return {"tiny": RunSpec.from_profile(profile, loss=loss, seed=seed, width=s["tiny_width"]),
-            "profile": RunSpec.from_profile(profile, loss=loss, seed=seed)}
