@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from ._validate import (as_real, check_choice, check_class_indices, check_finite, check_int, check_labels_1d,
                         check_logits_2d, check_num_classes, check_positive, check_probability, check_same_device,
                         check_tensor)
+from .models import forward_logits
 from .targets import annotated_transformer_targets, smooth_binary_targets
 
 __all__ = ["smoothed_cross_entropy", "fairseq_smoothed_nll_loss", "annotated_transformer_loss",
@@ -523,10 +524,16 @@ class DistillationLoss:
             self._checking = False
 
     def _teacher_on(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits on inputs ``x``, in the trainer's arithmetic (bf16 where it trains in bf16)."""
         with torch.no_grad():
-            return torch.cat([self.teacher(x[i:i + 2048]).float() for i in range(0, x.shape[0], 2048)])
+            return torch.cat([forward_logits(self.teacher, x[i:i + 2048], x.device) for i in range(0, x.shape[0], 2048)])
 
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor, batch: Any) -> torch.Tensor:
+    def teacher_batch(self, batch: Any) -> torch.Tensor:
+        """The teacher's logits ``(B, K)`` for a trainer batch: looked up for plain inputs, computed on augmented ones.
+
+        ``batch`` has ``.x`` (the inputs the student sees) and ``.index`` (their rows in ``train_x``). Losses built on
+        this one (e.g. a student trained on the teacher's argmax labels) use it to get the teacher's view of a batch.
+        """
         if not (hasattr(batch, "x") and hasattr(batch, "index")):
             raise TypeError(f"the distillation loss needs the batch (with .x and .index) as its third argument, "
                             f"got {type(batch).__name__}")
@@ -535,7 +542,10 @@ class DistillationLoss:
             plain = self.train_x.index_select(0, index.to(self.train_x.device))
             if plain.shape != batch.x.shape or not torch.equal(plain.to(batch.x.device), batch.x):
                 self.augmented = True
-        teacher = self._teacher_on(batch.x) if self.augmented else self.teacher_logits.index_select(0, index)
+        return self._teacher_on(batch.x) if self.augmented else self.teacher_logits.index_select(0, index)
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, batch: Any) -> torch.Tensor:
+        teacher = self.teacher_batch(batch)
         return _distill(logits, teacher.to(logits.device), target, self.temperature, self.beta, self.epsilon)
 
 

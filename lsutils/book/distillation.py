@@ -196,19 +196,8 @@ class PseudoLabelLoss(DistillationLoss):
     def __init__(self, teacher: nn.Module, train_x: torch.Tensor) -> None:
         super().__init__(teacher, train_x, temperature=1.0, beta=1.0)
 
-    def _batch_teacher(self, batch: Any) -> torch.Tensor:
-        if not (hasattr(batch, "x") and hasattr(batch, "index")):
-            raise TypeError(f"the loss needs the batch (with .x and .index) as its third argument, "
-                            f"got {type(batch).__name__}")
-        index = batch.index.to(self.teacher_logits.device)
-        if not self.augmented and self._checking:
-            plain = self.train_x.index_select(0, index.to(self.train_x.device))
-            if plain.shape != batch.x.shape or not torch.equal(plain.to(batch.x.device), batch.x):
-                self.augmented = True
-        return self._teacher_on(batch.x) if self.augmented else self.teacher_logits.index_select(0, index)
-
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, batch: Any) -> torch.Tensor:
-        teacher = self._batch_teacher(batch).to(logits.device)
+        teacher = self.teacher_batch(batch).to(logits.device)
         return F.cross_entropy(logits, teacher.argmax(1))
 
 
