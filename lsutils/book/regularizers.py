@@ -29,8 +29,7 @@ from lsutils.book.common import md  # noqa: F401  (the chapter's generated prose
 from lsutils.losses import register_loss
 
 __all__ = ["confidence_penalty", "matching_beta", "smoothing_cap", "decay_factor", "chapter_settings", "subset_spec",
-           "subset_data", "split_logits", "scores", "per_class_confidence", "selective_scores", "comparison_text",
-           "paired_table",
+           "subset_data", "split_logits", "scores", "per_class_confidence", "selective_scores", "paired_table",
            "consistency", "md_table",
            "plot_points", "plot_risk_coverage"]
 
@@ -318,16 +317,6 @@ def selective_scores(logits: Mapping[str, torch.Tensor], data: Any, ps: Iterable
 
 
 # --------------------------------------------------------------------------------------------- comparisons over seeds
-def comparison_text(comparison: Any, digits: int = 2) -> str:
-    """``"+1.23 ± 0.45 (95 % CI [...], p = 0.03, n = 3)"`` for a :class:`lsutils.stats.PairedComparison`.
-
-    The same as its ``text(digits)``, with ``p = < 0.001`` written ``p < 0.001``.
-    """
-    if not hasattr(comparison, "text") or not hasattr(comparison, "p"):
-        raise TypeError(f"comparison must be a PairedComparison, got {type(comparison).__name__}")
-    return comparison.text(digits).replace("p = <", "p <")
-
-
 def paired_table(rows: Any, by: str, metrics: Mapping[str, float], a: Mapping[str, Any], b: Mapping[str, Any], *,
                  on: str = "seed", digits: int = 2) -> Any:
     """Paired comparisons ``a − b`` (:func:`lsutils.stats.paired_comparison`) for each value of ``by`` and metric.
@@ -365,7 +354,7 @@ def paired_table(rows: Any, by: str, metrics: Mapping[str, float], a: Mapping[st
                     continue
                 raise
             records.append({by: group, "metric": metric, "mean": r.mean, "sd": r.std, "ci_low": r.ci_low,
-                            "ci_high": r.ci_high, "p": r.p, "n": r.n, "text": comparison_text(r, digits)})
+                            "ci_high": r.ci_high, "p": r.p, "n": r.n, "text": r.text(digits)})
     if not records:
         raise ValueError(f"no group of {by!r} holds both arms a={dict(a)} and b={dict(b)}")
     return pd.DataFrame.from_records(records).set_index([by, "metric"])
