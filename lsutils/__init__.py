@@ -21,7 +21,7 @@ from __future__ import annotations
 
 __version__ = "0.2.0"
 
-from . import config, data, geometry, losses, metrics, models, stats, targets, train  # noqa: F401
+from . import config, data, geometry, losses, metrics, models, seq, stats, targets, train  # noqa: F401
 from .config import default_device, get_profile
 from .data import load_dataset, load_profile_data
 from .losses import (als_loss, distillation_loss, optimal_logit_gap, register_loss, smoothed_cross_entropy,
@@ -35,7 +35,7 @@ from .train import RunSpec, evaluate, fit, train_many, train_model
 
 __all__ = [
     # modules
-    "config", "data", "geometry", "losses", "metrics", "models", "stats", "targets", "train",
+    "config", "data", "geometry", "losses", "metrics", "models", "seq", "stats", "targets", "train",
     # compute profiles and data
     "get_profile", "default_device", "load_dataset", "load_profile_data",
     # targets and losses
