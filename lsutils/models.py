@@ -25,6 +25,10 @@ Models (build them by name with :func:`build_model`):
   with ``width``, ``2·width``, ``4·width`` channels (``width=16`` is the paper's), parameter-free
   shortcuts (option A: stride-2 subsampling and zero-padded channels), global average
   pooling (the penultimate layer, ``D = 4·width``), classifier. Depth ``6n + 2``.
+* ``"airbench"`` — :class:`AirbenchNet`, the network of Keller Jordan's airbench (94 % on CIFAR-10 in a few
+  seconds on an A100): a 2×2 stem convolution, three conv groups (conv3×3, max-pool, BN, GELU, conv3×3, BN, GELU)
+  of ``width``, ``4·width``, ``4·width`` channels, a global max-pool (the penultimate layer, ``D = 4·width``),
+  classifier. The ``gpu`` profile's model: wide, shallow and pooled early, so a GPU runs it near its peak.
 * ``"mlp"`` — :class:`MLP`, two hidden ReLU layers of ``width`` units, for quick tests.
 
 Each takes ``dropout`` (probability of the dropout layer placed between the penultimate
@@ -42,7 +46,7 @@ import torch.nn.functional as F
 from ._validate import check_choice, check_int, check_num_classes, check_positive, check_probability, check_tensor
 from .config import autocast
 
-__all__ = ["SmallCNN", "CifarResNet", "MLP", "build_model", "available_models", "predict_logits", "penultimate",
+__all__ = ["SmallCNN", "CifarResNet", "AirbenchNet", "MLP", "build_model", "available_models", "predict_logits", "penultimate",
            "forward_logits"]
 
 
@@ -115,8 +119,11 @@ class SmallCNN(_TwoPart):
           gradient keeps the channels_last format of the ReLU it flows into (mixed formats made ReLU's
           backward 4-30× slower);
         * under CPU bf16 autocast, a per-layer precision policy: the first convolution (3×3 on raw pixels,
-          memory-bound), BatchNorm and ReLU in float32; the second convolution and the hidden linear layer (the
-          compute-bound ones) in bf16, the convolution's weight gradient as one im2col GEMM.
+          memory-bound, where oneDNN's bf16 kernels are slow) in float32, its output rounded to bf16; BatchNorm
+          (float32 statistics and parameters) and ReLU on bf16 activations, which halves their memory traffic —
+          they are memory-bound, and bf16 BatchNorm forward + backward measured ≈ 40 % faster than float32 here;
+          the second convolution and the hidden linear layer (the compute-bound ones) in bf16, the convolution's
+          weight gradient as one im2col GEMM from its saved bf16 input.
         """
         if x.dim() != 4 or x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             raise ValueError(f"x must have shape (B, C, {self.image_size}, {self.image_size}) for this SmallCNN "
@@ -126,7 +133,7 @@ class SmallCNN(_TwoPart):
             h = relu2(bn2(conv2(relu1(bn1(conv1(x))))))
             return relu3(_flatten_linear(h, hidden, None))
         with torch.autocast("cpu", enabled=False):
-            h = relu1(bn1(conv1(x.float())))
+            h = relu1(bn1(conv1(x.float()).to(torch.bfloat16)))
             h = relu2(bn2(_Bf16Conv3x3.apply(h, conv2.weight, conv2.stride, conv2.padding)))
             return relu3(_flatten_linear(h, hidden, torch.bfloat16))
 
@@ -139,7 +146,8 @@ def _cpu_bf16_autocast(x: torch.Tensor) -> bool:
     ``LSUTILS_PRECISION=bf16``). There plain autocast would run *every* convolution in bf16, and on such a
     CPU without AMX (AMD EPYC Zen 4: avx512_bf16) oneDNN's bf16 kernels for the small convolutions of
     :class:`SmallCNN` are no faster than float32 — the first convolution's and the weight gradients' are
-    slower — while bf16 GEMMs run 2–4× the float32 rate. So :meth:`SmallCNN.features` picks per layer.
+    slower — while bf16 GEMMs run 2–4× the float32 rate and memory-bound layers (BatchNorm, ReLU) gain from
+    half the bytes. So :meth:`SmallCNN.features` picks per layer.
     """
     return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
@@ -182,26 +190,27 @@ def _im2col_3x3_s2(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class _Bf16Conv3x3(torch.autograd.Function):
-    """A bias-free 3×3 convolution computed in bf16, float32 in and out (the weight stays float32).
+    """A bias-free 3×3 convolution computed in bf16: bf16 out (the input in bf16 channels_last, converted if it is
+    not; the weight stays float32), the input's gradient in the input's dtype.
 
     Forward and input gradient: oneDNN's bf16 kernels; weight gradient (stride 2, padding 1): one bf16 GEMM of
-    the output gradient with the im2col patches, ``(O, B·Ho·Wo) @ (B·Ho·Wo, 9·C)`` — on a CPU with
-    avx512_bf16 about 2.4× oneDNN's bf16 weight-gradient kernel for the book's layer. Deterministic.
+    the output gradient with the im2col patches of the saved bf16 input, ``(O, B·Ho·Wo) @ (B·Ho·Wo, 9·C)`` — on
+    a CPU with avx512_bf16 about 2.4× oneDNN's bf16 weight-gradient kernel for the book's layer. Deterministic.
     """
 
     @staticmethod
     def forward(ctx, x, weight, stride, padding):
-        xb = x.to(torch.bfloat16, memory_format=torch.channels_last)
+        xb = x.to(torch.bfloat16, memory_format=torch.channels_last)      # no copy for a bf16 channels_last x
         wb = weight.to(torch.bfloat16)
         out = F.conv2d(xb, wb, stride=stride, padding=padding)
-        ctx.conv = (tuple(stride), tuple(padding), weight.is_contiguous(memory_format=torch.channels_last))
-        ctx.save_for_backward(x, xb, wb)
-        return out.float()
+        ctx.conv = (tuple(stride), tuple(padding), weight.is_contiguous(memory_format=torch.channels_last), x.dtype)
+        ctx.save_for_backward(xb, wb)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, xb, wb = ctx.saved_tensors
-        stride, padding, weight_channels_last = ctx.conv
+        xb, wb = ctx.saved_tensors
+        stride, padding, weight_channels_last, x_dtype = ctx.conv
         gb = grad.to(torch.bfloat16, memory_format=torch.channels_last)
         im2col = stride == (2, 2) and padding == (1, 1) and wb.shape[-2:] == (3, 3)
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1] and not im2col, False]
@@ -209,11 +218,11 @@ class _Bf16Conv3x3(torch.autograd.Function):
         if any(mask):
             gx, gw, _ = torch.ops.aten.convolution_backward(gb, xb, wb, None, list(stride), list(padding), [1, 1],
                                                             False, [0, 0], 1, mask)
-            gx = gx.float() if gx is not None else None
+            gx = gx.to(x_dtype) if gx is not None else None
         if ctx.needs_input_grad[1] and im2col:
             o, c = wb.shape[:2]
             g2 = gb.permute(0, 2, 3, 1).reshape(-1, o)                               # (B·Ho·Wo, O)
-            gw = (g2.t() @ _im2col_3x3_s2(x, torch.bfloat16)).view(o, 3, 3, c).permute(0, 3, 1, 2)
+            gw = (g2.t() @ _im2col_3x3_s2(xb, torch.bfloat16)).view(o, 3, 3, c).permute(0, 3, 1, 2)
         if gw is not None:
             gw = gw.to(torch.float32, memory_format=torch.channels_last if weight_channels_last
                        else torch.contiguous_format)
@@ -289,6 +298,70 @@ class CifarResNet(_TwoPart):
         return self.stages(self.stem(x)).mean(dim=(2, 3))
 
 
+class _ConvGroup(nn.Module):
+    """airbench's conv group: conv3×3 → max-pool 2 → BN → GELU → conv3×3 → BN → GELU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(c_out)
+        self.activ = nn.GELU()
+        for conv in (self.conv1, self.conv2):      # identity initialisation of the first c_in filters (airbench)
+            with torch.no_grad():
+                nn.init.dirac_(conv.weight[:min(conv.in_channels, conv.out_channels)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.activ(self.norm1(self.pool(self.conv1(x))))
+        return self.activ(self.norm2(self.conv2(x)))
+
+
+class AirbenchNet(_TwoPart):
+    """The network of airbench (Keller Jordan, "94 % on CIFAR-10 in 3.29 seconds on a single GPU", 2024).
+
+    ``(B, C, H, W)`` → stem conv2×2 (``2·C·4`` channels, no padding, with bias) → GELU → three conv groups of
+    ``width``, ``4·width``, ``4·width`` channels, each conv3×3 → max-pool 2 → BN → GELU → conv3×3 → BN → GELU
+    (32×32 → 31 → 15 → 7 → 3) → global max-pool = features ``(B, 4·width)`` → [dropout] → classifier
+    ``(B, num_classes)``. ``width=64`` is airbench94's network (1.97 M parameters, 0.71 GFLOP per 32×32 image for
+    a training step, forward + backward); the ``gpu`` profile trains ``width=32`` (0.50 M parameters,
+    0.20 GFLOP). Like airbench, the 3×3 convolutions start as identity maps on their first input channels.
+
+    What is *not* airbench here: the stem is learned (airbench freezes it as a patch-whitening layer computed from
+    the training images, which ``build_model`` does not see), BatchNorm keeps its learned scale, the classifier has
+    a bias and no 1/9 output scaling (the book trains every model with AdamW + one-cycle, not airbench's tuned
+    Nesterov SGD), the last pooling is global (the same as airbench's 3×3 max-pool on 32×32 inputs, and it accepts
+    other sizes: 28×28 Fashion-MNIST works), and there is no label smoothing, test-time augmentation or
+    lookahead — the book compares losses, so the network is the only piece it borrows. Inputs need
+    ``H, W ≥ 9``.
+
+    >>> m = AirbenchNet(num_classes=10, in_channels=3, width=8)
+    >>> m(torch.zeros(2, 3, 32, 32)).shape, m.feature_dim
+    (torch.Size([2, 10]), 32)
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, dropout: float = 0.0) -> None:
+        super().__init__()
+        check_num_classes(num_classes)
+        check_int("in_channels", in_channels, minimum=1)
+        check_int("width", width, minimum=1)
+        dropout = _check_dropout(dropout)
+        stem = 2 * in_channels * 2 * 2
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 2, padding=0, bias=True), nn.GELU())
+        self.groups = nn.Sequential(_ConvGroup(stem, width), _ConvGroup(width, 4 * width),
+                                    _ConvGroup(4 * width, 4 * width))
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations ``(B, 4·width)``: the global max of the last group's maps."""
+        if x.dim() != 4 or min(x.shape[-2:]) < 9:
+            raise ValueError(f"x must have shape (B, C, H, W) with H, W >= 9, got {tuple(x.shape)}")
+        return self.pool(self.groups(self.stem(x))).flatten(1)
+
+
 class MLP(_TwoPart):
     """Flatten → Linear(``width``) → ReLU → Linear(``width``) → ReLU = features ``(B, width)`` → classifier.
 
@@ -317,26 +390,27 @@ class MLP(_TwoPart):
 
 
 _RESNET_DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9}
-_DEFAULT_WIDTH = {"cnn": 32, "mlp": 256, **{name: 16 for name in _RESNET_DEPTHS}}
+_DEFAULT_WIDTH = {"cnn": 32, "mlp": 256, "airbench": 64, **{name: 16 for name in _RESNET_DEPTHS}}
 
 
 def available_models() -> list[str]:
     """Names accepted by :func:`build_model`, sorted.
 
     >>> available_models()[:2]
-    ['cnn', 'mlp']
+    ['airbench', 'cnn']
     """
     return sorted(_DEFAULT_WIDTH)
 
 
 def build_model(name: str, num_classes: int, in_channels: int, width: int | None = None, *, dropout: float = 0.0,
                 image_size: int | None = None, **kw: Any) -> nn.Module:
-    """Build a model by name: ``"cnn"``, ``"mlp"``, ``"resnet20"``, ``"resnet32"``, ``"resnet44"``, ``"resnet56"``.
+    """Build a model by name: ``"cnn"``, ``"airbench"``, ``"mlp"``, ``"resnet20"``, ``"resnet32"``, ``"resnet44"``,
+    ``"resnet56"``.
 
-    ``width`` is the model's width knob (``None`` = its default: cnn 32, mlp 256, resnets 16);
+    ``width`` is the model's width knob (``None`` = its default: cnn 32, airbench 64, mlp 256, resnets 16);
     ``dropout`` the dropout probability before the classifier; ``image_size`` the side of the
     square input (``None`` = 28 for one channel, as Fashion-MNIST, else 32, as CIFAR; the
-    ResNets accept any size). Extra keywords go to the model class (e.g. ``hidden`` for the cnn).
+    ResNets and airbench accept any size). Extra keywords go to the model class (e.g. ``hidden`` for the cnn).
     The model maps ``(B, in_channels, image_size, image_size)`` to logits ``(B, num_classes)``
     and has ``.features`` and ``.classifier``.
 
@@ -357,6 +431,8 @@ def build_model(name: str, num_classes: int, in_channels: int, width: int | None
         return SmallCNN(num_classes, in_channels, width=width, image_size=image_size, dropout=dropout, **kw)
     if name == "mlp":
         return MLP(num_classes, in_channels * image_size * image_size, width=width, dropout=dropout, **kw)
+    if name == "airbench":
+        return AirbenchNet(num_classes, in_channels, width=width, dropout=dropout, **kw)
     return CifarResNet(num_classes, in_channels, blocks_per_stage=_RESNET_DEPTHS[name], width=width,
                        dropout=dropout, **kw)
 

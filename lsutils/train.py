@@ -12,7 +12,8 @@ convolutions, on the CPU as well as on the GPU); on CUDA the forward pass runs u
 autocast (fp16 with a gradient scaler where bf16 is not supported). Optional on-device
 augmentation (random crop with 4-pixel reflect padding + horizontal flip) is drawn for the whole
 batch at once from the same seeded generator. Running loss and accuracy are summed on the device
-and read once per epoch, so a step never waits for the device.
+and read once per epoch, so a step never waits for the device. ``on_epoch_end(model, epoch, history)`` looks at the
+model after every epoch (eval mode, no gradients) without changing what is trained.
 
 Losses follow the protocol of :mod:`lsutils.registry`: ``loss(logits, y)``, optionally
 ``loss.start_epoch(epoch, epochs)`` before every epoch, and with ``loss.wants_batch = True`` the
@@ -25,6 +26,11 @@ determines the weights (:func:`code_fingerprint`) and of the arithmetic (:func:`
 file that is truncated, corrupt or belongs to another spec is reported with one warning and the
 model is retrained. A chapter that needs another chapter's model builds the same spec and gets
 the cached one.
+
+**Run log.** With ``LSUTILS_RUN_LOG=path`` every :func:`train_model`, :func:`load_or_train` and stand-alone
+:func:`fit` call appends one JSON line to ``path``: what was trained (the spec or config, model, sizes, epochs, and
+every :func:`fit` it ran), whether it came from the cache, and its seconds (see :func:`read_run_log`).
+``tools/execute.py`` sets it per chapter; ``tools/gpu_plan.py`` turns such a log into the book's GPU plan.
 """
 from __future__ import annotations
 
@@ -57,7 +63,7 @@ from .models import available_models, build_model, forward_logits
 
 __all__ = ["Batch", "fit", "evaluate", "augment_batch", "add_label_noise", "one_cycle_schedule",
            "RunSpec", "TrainedRun", "train_model", "train_many", "load_or_train", "code_fingerprint", "cache_path",
-           "CACHE_FORMAT"]
+           "read_run_log", "CACHE_FORMAT", "RUN_LOG_ENV_VAR"]
 
 CACHE_FORMAT = "lsutils-trained-run/2"
 _PCT_WARMUP = 0.25          # one-cycle: fraction of the steps spent warming up
@@ -226,6 +232,103 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad
     return x
 
 
+# --------------------------------------------------------------------------------------------- the run log
+RUN_LOG_ENV_VAR = "LSUTILS_RUN_LOG"
+_RUN_LOG_FORMAT = "lsutils-run-log/1"
+_RUN_STACK: list[dict[str, Any]] = []        # the train_model / load_or_train calls in progress, innermost last
+_RUN_LOG_WARNED: set[str] = set()
+
+
+def _run_log_path() -> pathlib.Path | None:
+    path = os.environ.get(RUN_LOG_ENV_VAR, "").strip()
+    return pathlib.Path(path) if path else None
+
+
+def _profile_name() -> str:
+    from .config import PROFILE_ENV_VAR
+
+    name = os.environ.get(PROFILE_ENV_VAR, "").strip().lower()
+    return name or ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+def _write_run_log(record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line to ``$LSUTILS_RUN_LOG`` (nothing when unset; a warning if unwritable)."""
+    path = _run_log_path()
+    if path is None:
+        return
+    line = json.dumps({"format": _RUN_LOG_FORMAT, **record}, sort_keys=True, default=str) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:    # one write of one line: appends from one process stay whole
+            f.write(line)
+    except OSError as exc:
+        if str(path) not in _RUN_LOG_WARNED:
+            _RUN_LOG_WARNED.add(str(path))
+            warnings.warn(f"lsutils: cannot write the run log {path} ({exc}); training goes on without it",
+                          RuntimeWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def _logged_run(kind: str, **fields: Any):
+    """Collect what one ``train_model`` / ``load_or_train`` call trains (its :func:`fit` calls), then log it.
+
+    Yields the record; the caller sets ``key``, ``from_cache`` (and anything else) on it. Nothing is logged when
+    the call fails, nor when ``$LSUTILS_RUN_LOG`` is unset (the bookkeeping is a few dict operations).
+    """
+    record: dict[str, Any] = {"kind": kind, "nested": bool(_RUN_STACK), "profile": _profile_name(), **fields,
+                              "fits": []}
+    _RUN_STACK.append(record)
+    t0 = time.perf_counter()
+    try:
+        yield record
+    finally:
+        _RUN_STACK.pop()
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    _write_run_log(record)
+
+
+def _fit_record(model: nn.Module, x: torch.Tensor, epochs: int, batch_size: int, augment: bool, n_val: int,
+                seconds: float) -> dict[str, Any]:
+    return {"model_class": type(model).__name__, "n_params": int(sum(p.numel() for p in model.parameters())),
+            "input_shape": [int(d) for d in x.shape[1:]], "n_train": int(x.shape[0]), "epochs": int(epochs),
+            "batch_size": int(batch_size), "augment": bool(augment), "n_val": int(n_val),
+            "seconds": round(seconds, 3)}
+
+
+def _log_fit(record: dict[str, Any]) -> None:
+    """A finished :func:`fit`: part of the innermost logged call, else a stand-alone line of its own."""
+    if _RUN_STACK:
+        _RUN_STACK[-1]["fits"].append(record)
+    elif _run_log_path() is not None:
+        _write_run_log({"kind": "fit", "nested": False, "profile": _profile_name(), "from_cache": False,
+                        "seconds": record["seconds"], "fits": [record]})
+
+
+def read_run_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a run log written under ``LSUTILS_RUN_LOG`` (one dict per JSON line; blank lines skipped).
+
+    Each record has ``kind`` (``"train_model"``, ``"load_or_train"`` or ``"fit"``), ``nested`` (a teacher loaded
+    while another model trained), ``profile``, ``from_cache``, ``seconds`` (wall time of the call), ``fits`` (one
+    entry per :func:`fit` it ran: ``model_class``, ``n_params``, ``input_shape``, ``n_train``, ``epochs``,
+    ``batch_size``, ``augment``, ``n_val``, ``seconds``; empty when the model came from the cache), and for
+    ``train_model`` the ``spec`` (:meth:`RunSpec.to_dict`) and ``key``, for ``load_or_train`` the ``config`` and
+    ``key``. Raises ``ValueError`` naming the line of a line that is not a JSON object.
+    """
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}, line {number}: not JSON ({exc})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+            records.append(record)
+    return records
+
+
 # --------------------------------------------------------------------------------------------- evaluation
 _N_BINS = 15
 
@@ -309,11 +412,15 @@ def one_cycle_schedule(optimizer: torch.optim.Optimizer, lr: float, total_steps:
 
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *, epochs: int, batch_size: int,
          lr: float, weight_decay: float, seed: int, device: Any, augment: bool, val: Any, progress: bool,
-         desc: str | None, leave: bool) -> dict[str, list[float]]:
+         desc: str | None, leave: bool, on_epoch_end: Callable | None = None) -> dict[str, list[float]]:
+    fit_t0 = time.perf_counter()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(logits, y), got {type(loss_fn).__name__}")
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise TypeError(f"on_epoch_end must be None or callable as on_epoch_end(model, epoch, history), "
+                        f"got {type(on_epoch_end).__name__}")
     x, y = _check_xy(x, y, "x", "y")
     epochs = as_int("epochs", epochs, minimum=1)
     batch_size = as_int("batch_size", batch_size, minimum=1)
@@ -420,16 +527,35 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, 
                     postfix["val_acc"] = f"{v['acc']:.3f}"
                 history["seconds"].append(time.perf_counter() - t0)
                 bar.set_postfix(postfix)
+                if on_epoch_end is not None:
+                    _call_epoch_end(on_epoch_end, model, epoch, history)
     finally:
         torch.backends.cudnn.benchmark = old_benchmark
         bar.close()
     model.eval()
+    _log_fit(_fit_record(model, x, epochs, batch_size, augment, 0 if val_xy is None else int(val_xy[0].shape[0]),
+                         time.perf_counter() - fit_t0))
     return history
+
+
+def _call_epoch_end(callback: Callable, model: nn.Module, epoch: int, history: Mapping[str, list[float]]) -> None:
+    """``callback(model, epoch, history)`` in eval mode, without gradients, with torch's random generators
+    forked (whatever it draws leaves training's draws alone), the model back in training mode afterwards."""
+    snapshot = {k: list(v) for k, v in history.items()}      # the callback cannot edit the trainer's history
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            callback(model, epoch, snapshot)
+    finally:
+        model.train()
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *, epochs: int, batch_size: int,
         lr: float, weight_decay: float = 1e-2, seed: int = 0, device: Any = None, augment: bool = False,
-        val: Any = None, progress: bool = True, desc: str | None = None) -> dict[str, list[float]]:
+        val: Any = None, progress: bool = True, desc: str | None = None,
+        on_epoch_end: Callable[[nn.Module, int, dict[str, list[float]]], Any] | None = None) -> dict[str, list[float]]:
     """Train ``model`` in place on ``x`` ``(N, C, H, W)`` and ``y`` ``(N,)`` (int64), return the per-epoch history.
 
     * The data are moved to ``device`` once (``None`` = CUDA if available, else CPU) and stay there;
@@ -444,6 +570,12 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *
       ``loss_fn(logits, y, batch)`` (``batch.x``, ``batch.index``: see :class:`Batch`).
     * ``val``: ``None``, a :class:`~lsutils.data.Split` or a pair ``(x_val, y_val)``, scored after each epoch
       with plain cross-entropy and accuracy.
+    * ``on_epoch_end``: ``None`` or ``on_epoch_end(model, epoch, history)``, called after every epoch (``epoch``
+      counts from 0) once that epoch's validation is done, with ``history`` a copy of the history so far (this
+      epoch included). It runs with the model in eval mode, under ``torch.no_grad()`` and with torch's random
+      generators forked, and the model goes back to training mode afterwards: a callback that only measures the
+      model (e.g. :func:`lsutils.predict_logits`) leaves the trained weights bit-identical. Its return value is
+      ignored, and its time is not part of ``history["seconds"]``.
     * Deterministic on the CPU: the same ``seed`` (and the same initial weights) gives bit-identical
       weights. Dropout draws from torch's global generator, seeded with ``seed`` for the run and
       restored afterwards.
@@ -461,7 +593,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *
     2
     """
     return _fit(model, x, y, loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                seed=seed, device=device, augment=augment, val=val, progress=progress, desc=desc, leave=True)
+                seed=seed, device=device, augment=augment, val=val, progress=progress, desc=desc, leave=True,
+                on_epoch_end=on_epoch_end)
 
 
 # --------------------------------------------------------------------------------------------- label noise
@@ -889,7 +1022,9 @@ def load_or_train(config: Mapping[str, Any], build: Callable[[], nn.Module],
             raise TypeError(f"train(model) must return its history as a dict, got {type(history).__name__}")
         return model, json.loads(json.dumps(dict(history))), {}
 
-    model, history, from_cache = _cached({"custom": config}, key, dev, fresh, run, stacklevel=3)
+    with _logged_run("load_or_train", config=config, key=key) as record:
+        model, history, from_cache = _cached({"custom": config}, key, dev, fresh, run, stacklevel=3)
+        record["from_cache"] = from_cache
     return TrainedRun(config, model.to(dev), history, key, from_cache, time.perf_counter() - t0)
 
 
@@ -957,8 +1092,10 @@ def _train_model(spec: RunSpec, *, progress: bool, data: Any, leave: bool) -> Tr
         return model, history, meta
 
     key = spec.key(device)
-    model, history, from_cache = _cached({"spec": json.loads(spec.canonical_json())}, key, device, build, train,
-                                         stacklevel=4)
+    with _logged_run("train_model", spec=spec.to_dict(), key=key) as record:
+        model, history, from_cache = _cached({"spec": json.loads(spec.canonical_json())}, key, device, build, train,
+                                             stacklevel=4)
+        record["from_cache"] = from_cache
     return TrainedRun(spec, model, history, key, from_cache, time.perf_counter() - t0)
 
 

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from lsutils.models import (MLP, CifarResNet, SmallCNN, available_models, build_model, penultimate,
+from lsutils.models import (MLP, AirbenchNet, CifarResNet, SmallCNN, available_models, build_model, penultimate,
                             predict_logits)
 
-CASES = [("cnn", 1, 28, 8), ("cnn", 3, 32, 8), ("mlp", 1, 28, 16), ("resnet20", 3, 32, 8), ("resnet20", 1, 28, 8)]
+CASES = [("cnn", 1, 28, 8), ("cnn", 3, 32, 8), ("mlp", 1, 28, 16), ("resnet20", 3, 32, 8), ("resnet20", 1, 28, 8),
+         ("airbench", 3, 32, 4), ("airbench", 1, 28, 4)]
 
 
 def _inputs(c, s, n=6, seed=0):
@@ -41,7 +42,7 @@ def test_dropout_sits_before_the_classifier():
     model.eval()
     torch.testing.assert_close(model(x), model.classifier(model.features(x)))
     assert isinstance(build_model("cnn", 10, 1).head_dropout, torch.nn.Identity)
-    for name in ("mlp", "resnet20"):
+    for name in ("mlp", "resnet20", "airbench"):
         assert isinstance(build_model(name, 10, 1, dropout=0.2).head_dropout, torch.nn.Dropout)
 
 
@@ -108,7 +109,43 @@ def test_bad_arguments():
 
 
 def test_available_models():
-    assert set(available_models()) >= {"cnn", "mlp", "resnet20", "resnet56"}
+    assert set(available_models()) >= {"cnn", "mlp", "resnet20", "resnet56", "airbench"}
+
+
+def test_airbench_network_shape_parameters_and_flops():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # airbench94's network at width 64: 1.97 M parameters (our classifier adds 10 biases, BN keeps its scales)
+    assert round(count(build_model("airbench", 10, 3)) / 1e6, 2) == 1.97
+    m = build_model("airbench", 10, 3, width=8)
+    assert isinstance(m, AirbenchNet) and m.feature_dim == 32 and m.stem[0].out_channels == 24
+    assert [g.conv1.out_channels for g in m.groups] == [8, 32, 32]
+    # airbench's identity initialisation: the first c_in filters of each 3×3 convolution are Dirac deltas
+    w = m.groups[1].conv1.weight
+    assert torch.equal(w[:8, :, 1, 1], torch.eye(8)) and w[:8].abs().sum() == 8
+    # FLOPs of one training step per 32×32 image (forward + backward), the gpu plan's numbers
+    m = build_model("airbench", 10, 3, width=32)
+    x = _inputs(3, 32, n=2)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.nn.functional.cross_entropy(m(x), torch.zeros(2, dtype=torch.long)).backward()
+    assert 190e6 < counter.get_total_flops() / 2 < 205e6
+    with pytest.raises(ValueError, match="H, W >= 9"):
+        m(torch.zeros(2, 3, 8, 8))
+
+
+def test_airbench_trains_on_a_tiny_problem():
+    from lsutils import train
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(64) % 4
+    x = torch.randn(64, 3, 16, 16, generator=g) * 0.5 + y.view(-1, 1, 1, 1).float() * 0.5
+    torch.manual_seed(0)
+    model = build_model("airbench", 4, 3, width=4)
+    h = train.fit(model, x, y, torch.nn.functional.cross_entropy, epochs=15, batch_size=16, lr=1e-2, device="cpu",
+                  progress=False)
+    assert h["train_loss"][-1] < 0.5 * h["train_loss"][0] and h["train_acc"][-1] >= 0.9
 
 
 def test_smallcnn_fast_paths_compute_the_same_function():
@@ -138,7 +175,8 @@ def test_smallcnn_fast_paths_compute_the_same_function():
     x = torch.randn(5, 6, 9, 10).contiguous(memory_format=cl).requires_grad_(True)
     w = torch.randn(7, 6, 3, 3).contiguous(memory_format=cl).requires_grad_(True)
     out = _Bf16Conv3x3.apply(x, w, (2, 2), (1, 1))
-    g = torch.randn_like(out)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=cl)
+    g = torch.randn(out.shape).bfloat16()
     out.backward(g)
     xd = x.detach().bfloat16().double().requires_grad_(True)
     wd = w.detach().bfloat16().double().requires_grad_(True)
@@ -147,4 +185,11 @@ def test_smallcnn_fast_paths_compute_the_same_function():
     torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(w.grad.double(), wd.grad, rtol=2e-2, atol=5e-2)
     torch.testing.assert_close(x.grad.double(), xd.grad, rtol=2e-2, atol=5e-2)
-    assert w.grad.is_contiguous(memory_format=cl) and x.grad.dtype == torch.float32
+    assert w.grad.is_contiguous(memory_format=cl) and w.grad.dtype == x.grad.dtype == torch.float32
+    # a bf16 input (what SmallCNN passes) gets a bf16 gradient, the same numbers
+    xb = x.detach().bfloat16().contiguous(memory_format=cl).requires_grad_(True)
+    wb = w.detach().clone().requires_grad_(True)
+    outb = _Bf16Conv3x3.apply(xb, wb, (2, 2), (1, 1))
+    outb.backward(g)
+    assert torch.equal(outb, out) and torch.equal(wb.grad, w.grad) and xb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(xb.grad.float(), x.grad, rtol=1e-2, atol=1e-2)

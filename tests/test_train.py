@@ -194,6 +194,121 @@ def test_fit_restores_global_rng_and_seeds_dropout():
     assert _same_weights(a, c)
 
 
+def test_fit_on_epoch_end_sees_each_epoch_in_eval_mode_and_changes_nothing():
+    x, y = _tiny(n=64)
+    base = models.build_model("cnn", 3, 1, width=4, image_size=8, dropout=0.3)   # dropout: draws from torch's RNG
+    a, b = copy.deepcopy(base), copy.deepcopy(base)
+    calls = []
+
+    def probe(model, epoch, history):
+        calls.append({"epoch": epoch, "training": model.training, "grad": torch.is_grad_enabled(),
+                      "epochs_seen": len(history["train_loss"]), "val": list(history["val_acc"])})
+        torch.rand(1000)                                  # drawing random numbers must not change training
+        history["train_loss"].append(-1.0)                # nor can it edit the trainer's history
+        return "ignored"
+
+    ha = _fit(a, x, y, epochs=3, seed=2, val=(x[:16], y[:16]), on_epoch_end=probe)
+    hb = _fit(b, x, y, epochs=3, seed=2, val=(x[:16], y[:16]))
+    assert _same_weights(a, b) and ha["train_loss"] == hb["train_loss"]    # bit-identical to training without it
+    assert [c["epoch"] for c in calls] == [0, 1, 2]
+    assert not any(c["training"] or c["grad"] for c in calls)
+    assert [c["epochs_seen"] for c in calls] == [1, 2, 3]                    # after that epoch's bookkeeping
+    assert calls[-1]["val"] == ha["val_acc"]                                 # ... and its validation
+    assert not a.training                                                    # fit still ends in eval mode
+
+    # back in training mode after each call: the next epoch trains with dropout and BatchNorm updates
+    modes = []
+    _fit(_model(), x, y, epochs=2, on_epoch_end=lambda m, e, h: modes.append(m.training),
+         loss=lambda logits, t: (modes.append(("step", logits.requires_grad)), F.cross_entropy(logits, t))[1])
+    assert modes.count(False) == 2 and all(m == ("step", True) for m in modes if m is not False)
+
+
+@pytest.mark.parametrize("bad", [3, "probe", object()])
+def test_fit_on_epoch_end_must_be_callable(bad):
+    x, y = _tiny(n=16)
+    with pytest.raises(TypeError, match="on_epoch_end must be None or callable"):
+        _fit(_model(), x, y, epochs=1, on_epoch_end=bad)
+
+
+def test_fit_on_epoch_end_errors_propagate_and_restore_training_mode():
+    x, y = _tiny(n=16)
+    model = _model()
+
+    def boom(m, epoch, history):
+        raise RuntimeError("probe failed")
+
+    with pytest.raises(RuntimeError, match="probe failed"):
+        _fit(model, x, y, epochs=2, on_epoch_end=boom)
+    assert model.training
+
+
+# ----------------------------------------------------------------------------------- the run log
+def test_run_log_records_train_model_load_or_train_and_fit(tmp_data_root, tmp_path, monkeypatch):
+    log = tmp_path / "runs" / "chapter.jsonl"
+    monkeypatch.setenv(train.RUN_LOG_ENV_VAR, str(log))
+    monkeypatch.setenv("LSUTILS_PROFILE", "smoke")
+    ds = _fake_dataset()
+    spec = _spec(epochs=2)
+    first = train_model(spec, progress=False, data=ds)
+    again = train_model(spec, progress=False, data=ds)
+    x, y = _tiny(n=32)
+    custom = train.load_or_train({"what": "log-test"}, lambda: _model(),
+                                 lambda m: _fit(m, x, y, epochs=3, batch_size=8), device="cpu")
+    _fit(_model(), x, y, epochs=1)                           # a bare fit outside any cached call
+    records = train.read_run_log(log)
+    assert [r["kind"] for r in records] == ["train_model", "train_model", "load_or_train", "fit"]
+    a, b, c, d = records
+    assert a["spec"] == spec.to_dict() and a["key"] == first.key and not a["from_cache"] and b["from_cache"]
+    assert a["profile"] == "smoke" and not a["nested"] and a["seconds"] >= 0
+    assert a["fits"] == [{**a["fits"][0], "model_class": "SmallCNN", "input_shape": [1, 28, 28], "n_train": 64,
+                          "epochs": 2, "batch_size": 32, "augment": False, "n_val": 32}]
+    assert a["fits"][0]["n_params"] == sum(p.numel() for p in first.model.parameters())
+    assert b["fits"] == []                                   # loaded: nothing trained
+    assert c["config"] == {"what": "log-test"} and c["key"] == custom.key and not c["from_cache"]
+    assert [(f["n_train"], f["epochs"], f["batch_size"], f["n_val"]) for f in c["fits"]] == [(32, 3, 8, 0)]
+    assert d["fits"][0]["epochs"] == 1 and not d["from_cache"]
+    assert all(r["format"] == "lsutils-run-log/1" for r in records)
+
+
+def test_run_log_marks_a_teacher_loaded_while_training_as_nested(tmp_data_root, tmp_path, monkeypatch):
+    log = tmp_path / "runs.jsonl"
+    monkeypatch.setenv(train.RUN_LOG_ENV_VAR, str(log))
+    teacher = _spec(seed=1)
+    student = _spec(loss={"name": "_train_test_teacher", "teacher": teacher.to_dict()})
+    train_model(teacher, progress=False, data=_fake_dataset())      # load_model(teacher) then hits the cache
+    train_model(student, progress=False, data=_fake_dataset())
+    first, inner, outer = train.read_run_log(log)    # the teacher's lookup finishes (and is logged) first
+    assert not first["nested"] and not first["from_cache"] and len(first["fits"]) == 1
+    assert inner["nested"] and inner["spec"] == teacher.to_dict() and inner["from_cache"] and inner["fits"] == []
+    assert not outer["nested"] and outer["spec"] == student.to_dict() and len(outer["fits"]) == 1
+
+
+def test_run_log_off_by_default_and_unwritable_warns_once(tmp_data_root, tmp_path, monkeypatch):
+    monkeypatch.delenv(train.RUN_LOG_ENV_VAR, raising=False)
+    x, y = _tiny(n=16)
+    _fit(_model(), x, y, epochs=1)
+    assert not list(tmp_path.rglob("*.jsonl"))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(train.RUN_LOG_ENV_VAR, str(blocker / "log.jsonl"))
+    monkeypatch.setattr(train, "_RUN_LOG_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="cannot write the run log"):
+        _fit(_model(), x, y, epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fit(_model(), x, y, epochs=1)                   # warned once per path; training goes on
+
+
+def test_read_run_log_rejects_bad_lines(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"kind": "fit"}\n\n[1, 2]\n')
+    with pytest.raises(ValueError, match="line 3: expected a JSON object"):
+        train.read_run_log(path)
+    path.write_text('{"kind": "fit"}\nnot json\n')
+    with pytest.raises(ValueError, match="line 2: not JSON"):
+        train.read_run_log(path)
+
+
 def test_augment_batch_crops_and_flips():
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)

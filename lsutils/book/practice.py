@@ -9,10 +9,10 @@ and its figures. The losses themselves are the core's: ``{"name": "ls_schedule",
 (:class:`~lsutils.losses.OnlineLabelSmoothingLoss`).
 
 Why hand-run trainings: the trainer (:func:`lsutils.train_model`) keeps scalar histories only. Memorisation per
-epoch needs the model after every epoch, and online label smoothing's learned soft targets live in the loss
-object. So the chapter calls :func:`lsutils.fit` itself, with the spec's settings (:func:`fit_kwargs`) and the
-trainer's initialisation (:func:`fresh_model`) — the final weights are bit-identical to ``train_model(spec)`` —
-and caches the result with :func:`lsutils.train.load_or_train`.
+epoch needs the model after every epoch (``fit``'s ``on_epoch_end`` callback, :class:`EpochProbe`), and online label
+smoothing's learned soft targets live in the loss object. So the chapter calls :func:`lsutils.fit` itself, with the
+spec's settings (:func:`fit_kwargs`) and the trainer's initialisation (:func:`fresh_model`) — the final weights are
+bit-identical to ``train_model(spec)`` — and caches the result with :func:`lsutils.train.load_or_train`.
 """
 from __future__ import annotations
 
@@ -130,51 +130,76 @@ def fit_kwargs(spec: Any) -> dict[str, Any]:
 
 
 class EpochProbe:
-    """A loss wrapper that looks at the model after every epoch of :func:`lsutils.fit`.
+    """Looks at the model after every epoch of :func:`lsutils.fit`: pass it as ``fit(..., on_epoch_end=probe)``.
 
-    The trainer calls ``loss.start_epoch(epoch, epochs)`` before each epoch, i.e. right after the previous one
-    ended: the probe runs ``probe(model)`` there (from the second epoch on) and once more in :meth:`finish`,
-    after training — one record per epoch. The probe must not train the model (:func:`lsutils.predict_logits`
-    evaluates in eval mode without gradients), so the weights are exactly those of training without it. The
-    wrapped ``loss`` is called as before (its own ``start_epoch`` and ``wants_batch`` are passed through).
+    ``EpochProbe(probe)`` calls ``probe(model)`` after each epoch (the trainer calls the probe once the epoch's
+    validation is done, in eval mode, without gradients, with torch's random generators forked), keeps its dict of
+    numbers, and :meth:`finish` returns them as ``{name: [one value per epoch]}``. The trainer guarantees that a
+    probe that only measures leaves the weights exactly those of training without it (the chapter's tests compare
+    them with ``lsutils.train_model(spec)``'s).
 
-    >>> probe = EpochProbe(torch.nn.functional.cross_entropy, torch.nn.Linear(2, 2), lambda m: {"n": 1.0})
-    >>> probe.start_epoch(0, 2); probe.start_epoch(1, 2); probe.finish()
+    >>> probe = EpochProbe(lambda m: {"n": 1.0})
+    >>> m = torch.nn.Linear(2, 2)
+    >>> probe(m, 0, {}); probe(m, 1, {}); probe.finish()
     {'n': [1.0, 1.0]}
+
+    The older form ``EpochProbe(loss, model, probe)`` still works for notebooks not yet moved to ``on_epoch_end``:
+    a loss wrapper passed to ``fit`` as the loss, measuring from the loss's ``start_epoch`` hook (after epochs
+    1 … n−1) and once more in :meth:`finish` (after the last one). Prefer the callback.
     """
 
-    def __init__(self, loss: Callable[..., torch.Tensor], model: nn.Module,
-                 probe: Callable[[nn.Module], Mapping[str, float]]) -> None:
-        if not callable(loss):
-            raise TypeError(f"loss must be callable as loss(logits, y), got {type(loss).__name__}")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    def __init__(self, *args: Any) -> None:
+        if len(args) == 1:
+            loss, model, probe = None, None, args[0]
+        elif len(args) == 3:
+            loss, model, probe = args
+            if not callable(loss):
+                raise TypeError(f"loss must be callable as loss(logits, y), got {type(loss).__name__}")
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        else:
+            raise TypeError(f"EpochProbe takes probe (or loss, model, probe), got {len(args)} arguments")
         if not callable(probe):
             raise TypeError(f"probe must be callable as probe(model) -> dict of numbers, got {type(probe).__name__}")
         self.loss, self.model, self.probe = loss, model, probe
         self.wants_batch = bool(getattr(loss, "wants_batch", False))
         self.records: list[dict[str, float]] = []
 
-    def _record(self) -> None:
-        out = self.probe(self.model)
+    def _record(self, model: nn.Module) -> None:
+        out = self.probe(model)
         if not isinstance(out, Mapping) or not out:
             raise TypeError(f"probe(model) must return a non-empty dict of numbers, got {out!r}")
         self.records.append({str(k): float(v) for k, v in out.items()})
 
+    def __call__(self, *args: Any) -> Any:
+        """``probe(model, epoch, history)`` as ``fit``'s ``on_epoch_end``; in the older form also
+        ``probe(logits, y, *batch)``, the wrapped loss."""
+        if args and isinstance(args[0], nn.Module):
+            if len(args) != 3:
+                raise TypeError(f"on_epoch_end is called as (model, epoch, history), got {len(args)} arguments")
+            self._record(args[0])
+            return None
+        if self.loss is None:
+            raise TypeError("this EpochProbe is an on_epoch_end callback, called as (model, epoch, history); "
+                            "pass it to fit(..., on_epoch_end=probe), not as the loss")
+        return self.loss(*args)
+
     def start_epoch(self, epoch: int, epochs: int) -> None:
-        """Record the probe after the previous epoch (if any), then pass the call on to the wrapped loss."""
+        """Older form only: record the probe after the previous epoch (if any), then pass the call on to the loss."""
+        if self.loss is None:
+            return
         if epoch > 0:
-            self._record()
+            self._record(self.model)
         inner = getattr(self.loss, "start_epoch", None)
         if inner is not None:
             inner(epoch, epochs)
 
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, *batch: Any) -> torch.Tensor:
-        return self.loss(logits, y, *batch)
-
     def finish(self) -> dict[str, list[float]]:
-        """Record the probe after the last epoch; return the records as ``{name: [one value per epoch]}``."""
-        self._record()
+        """The records as ``{name: [one value per epoch]}`` (the older form records the last epoch here first)."""
+        if self.loss is not None:
+            self._record(self.model)
+        if not self.records:
+            raise ValueError("the probe has no record: was it passed to fit(..., on_epoch_end=probe)?")
         return {k: [r[k] for r in self.records] for k in self.records[0]}
 
 

@@ -56,15 +56,17 @@ def test_practice_settings(name):
 
 # --------------------------------------------------------------------------------------------- hand-run training
 def test_probed_fit_equals_the_trainer(fashion_mnist_small, tmp_data_root):
-    """The chapter's hand-run training (fresh_model + fit_kwargs + EpochProbe) gives the trainer's weights exactly."""
+    """The chapter's hand-run training (fresh_model + fit_kwargs + EpochProbe as fit's on_epoch_end) gives the
+    trainer's weights exactly."""
     ds = fashion_mnist_small
     spec = _spec(loss=ls.smoothing_spec(0.1), label_noise=0.4)
     trained = ls.train_model(spec, progress=False, data=ds)
 
     noisy_y = ls.train.add_label_noise(ds.train.y, 10, 0.4, seed=spec.data_seed)
     model = ch.fresh_model(spec, ds)
-    probe = ch.EpochProbe(ls.losses.build_loss(spec.loss_spec()), model, ch.NoiseProbe(ds, noisy_y, spec.epochs))
-    ls.fit(model, ds.train.x, noisy_y, probe, progress=False, **ch.fit_kwargs(spec))
+    probe = ch.EpochProbe(ch.NoiseProbe(ds, noisy_y, spec.epochs))
+    ls.fit(model, ds.train.x, noisy_y, ls.losses.build_loss(spec.loss_spec()), progress=False,
+           on_epoch_end=probe, **ch.fit_kwargs(spec))
     record = probe.finish()
 
     mine, theirs = model.state_dict(), trained.model.state_dict()
@@ -101,7 +103,32 @@ def test_fresh_model_is_seeded_and_leaves_the_global_generator(fashion_mnist_sma
         ch.fit_kwargs(None)
 
 
+def test_epoch_probe_as_on_epoch_end_and_its_errors():
+    model = torch.nn.Linear(2, 2)
+    seen = []
+    probe = ch.EpochProbe(lambda m: seen.append(m.training) or {"n": len(seen)})
+    assert not probe.wants_batch
+    x, y = torch.randn(32, 2), torch.randint(0, 2, (32,))
+    ls.fit(model, x, y, torch.nn.functional.cross_entropy, epochs=3, batch_size=8, lr=1e-2, device="cpu",
+           progress=False, on_epoch_end=probe)
+    assert probe.finish() == {"n": [1.0, 2.0, 3.0]} and seen == [False, False, False]   # eval mode each time
+    with pytest.raises(TypeError, match="not as the loss"):
+        probe(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"\(model, epoch, history\)"):
+        probe(model, 0)
+    with pytest.raises(ValueError, match="no record"):
+        ch.EpochProbe(lambda m: {"n": 1}).finish()
+    with pytest.raises(TypeError, match="probe must be callable"):
+        ch.EpochProbe(None)
+    with pytest.raises(TypeError, match="takes probe"):
+        ch.EpochProbe(1, 2)
+    bad = ch.EpochProbe(lambda m: 0.5)
+    with pytest.raises(TypeError, match="dict of numbers"):
+        bad(model, 0, {})
+
+
 def test_epoch_probe_passes_calls_through():
+    """The older form, a loss wrapper measuring from start_epoch (kept until chapter 7 uses on_epoch_end)."""
     calls = []
 
     class Inner:
