@@ -659,7 +659,11 @@ def _check_config(config: Any, task: NumberTask) -> dict:
 
 def train_translators(task: NumberTask, configs: Sequence[Mapping[str, Any]], *, progress: bool = True,
                       device: Any = None) -> list[TrainedRun]:
-    """Train (or load from the cache) one translator per config, in order, under one progress bar (one step per run).
+    """Train (or load from the cache) one translator per config, in order.
+
+    Progress (``progress=True``): an outer bar counts the runs (and how many came from the cache); a run that
+    trains shows its own bar of optimisation steps under it, which disappears when the run ends (as in
+    :func:`lsutils.train.train_many`).
 
     A config is plain data: ``{"task": task.config, "model": {...}, "train": {"epochs", "batch_size", "lr", ...},
     "epsilon": ε, "seed": s}``. Each model is :func:`build_translator` + :func:`fit_translator`, cached by
@@ -681,9 +685,9 @@ def train_translators(task: NumberTask, configs: Sequence[Mapping[str, Any]], *,
                 return build_translator(cfg, len(task.src_vocab), len(task.tgt_vocab))
 
             def train(model: nn.Module, cfg: dict = cfg) -> dict:
-                bar.set_postfix({"training": f"ε={cfg['epsilon']:g} seed={cfg['seed']}"})
                 return fit_translator(model, task.train, epsilon=cfg["epsilon"], seed=cfg["seed"], device=dev,
-                                      progress=False, **cfg["train"])
+                                      progress=progress, desc=f"ε={cfg['epsilon']:g} seed={cfg['seed']}",
+                                      leave=False, **cfg["train"])
 
             runs.append(load_or_train(cfg, build, train, code=["lsutils.seq"], device=dev))
             bar.set_postfix({"cached": sum(r.from_cache for r in runs)}, refresh=False)

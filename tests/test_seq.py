@@ -244,6 +244,21 @@ def test_train_translators_caches(task, tmp_data_root):
         seq.train_translators(task, [{**cfg, "train": {"epochs": 1, "momentum": 0.9}}], progress=False)
 
 
+def test_train_translators_progress_bars(task, tmp_data_root, capsys):
+    """The outer bar counts runs; a run that trains shows its own bar of steps (named by ε and seed), a cached
+    run none."""
+    cfg = {"task": task.config, "model": TINY["model"], "train": {"epochs": 2, "batch_size": 64, "lr": 1e-3},
+           "epsilon": 0.2, "seed": 3}
+    seq.train_translators(task, [cfg], progress=True, device="cpu")
+    err = capsys.readouterr().err
+    assert "runs" in err and "1/1" in err and "ε=0.2 seed=3" in err
+    seq.train_translators(task, [cfg], progress=True, device="cpu")
+    err = capsys.readouterr().err
+    assert "cached=1" in err and "ε=0.2 seed=3" not in err
+    seq.train_translators(task, [cfg], progress=False, device="cpu")
+    assert capsys.readouterr().err == ""
+
+
 # --------------------------------------------------------------------------------------------- token metrics
 def test_token_metrics_ignore_padding_and_match_the_losses():
     g = torch.Generator().manual_seed(0)
