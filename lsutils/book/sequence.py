@@ -192,10 +192,10 @@ def plot_training(histories: Sequence[tuple[float, int, Mapping[str, list]]], ax
     recs = [{"epoch": e + 1, "model": arm(eps), "seed": seed,
              "training token error (%)": max(100 * (1 - acc), floor)}
             for eps, seed, h in histories for e, acc in enumerate(h["train_acc"])]
-    _sns().lineplot(pd.DataFrame(recs), x="epoch", y="training token error (%)", hue="model",
-                    errorbar=("pi", 100), ax=ax)
+    df = pd.DataFrame(recs)
+    _sns().lineplot(df, x="epoch", y="training token error (%)", hue="model", errorbar=("pi", 100), ax=ax)
     ax.set_yscale("log")
-    ax.set_ylim(floor / 1.5, 100)
+    ax.set_ylim(df["training token error (%)"].min() / 1.5, 100)
     ax.grid(alpha=0.3, which="both")
     return ax
 
