@@ -7,12 +7,13 @@ PY := .venv/bin/python
 STAMP := .venv/.lsutils-setup
 NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book test setup unit nbval book-committed browser bench outputs test-gpu lab clean help
+.PHONY: book test setup unit nbval book-committed browser bench gpu-plan outputs test-gpu lab clean help
 
 help:
 	@echo "make book   - set up, execute every chapter (cached; profile from LSUTILS_PROFILE, default cpu/gpu) and build _build/html"
 	@echo "make test   - set up, unit tests, every chapter under nbval (smoke profile, network off), book build with -W, browser tests"
 	@echo "make bench  - lsutils trainer vs a DataLoader loop, samples/s and their ratio"
+	@echo "make gpu-plan - estimated Colab T4 minutes per chapter in the gpu profile, from the book's run log (benchmarks/run_log_cpu.jsonl)"
 	@echo "make outputs - re-execute every chapter in place with the cpu profile (committed outputs)"
 	@echo "make test-gpu - every chapter under nbval in the gpu profile (on a CUDA machine), with per-chapter times"
 	@echo "make lab    - set up, then open the chapters in JupyterLab with the book's environment (.venv)"
@@ -53,6 +54,11 @@ test-gpu: setup
 
 bench: setup
 	$(PY) benchmarks/bench_trainer.py
+
+# Models per chapter from the chapters' run log (tools/execute.py writes _build/runs/<chapter>.jsonl; the committed
+# benchmarks/run_log_cpu.jsonl is one cpu-profile run), mapped to the gpu profile; fails if a chapter exceeds 15 min.
+gpu-plan: setup
+	$(PY) tools/gpu_plan.py $(or $(RUN_LOG),benchmarks/run_log_cpu.jsonl)
 
 outputs: setup
 	LSUTILS_PROFILE=cpu $(PY) tools/execute.py

@@ -276,3 +276,26 @@ def test_github_workflow_runs_make_test_on_push_and_pull_request():
     assert any(s.get("run", "").strip() == "make test" for s in steps), "the workflow must run exactly `make test`"
     runs = [s for job in flow["jobs"].values() for s in job["steps"] if s.get("run", "").strip() == "make test"]
     assert {"CHROME_BIN", "CHROMEDRIVER"} <= set(runs[0].get("env", {})), "the browser tests must find Chrome"
+
+
+def test_execute_writes_each_chapters_run_log(tmp_path, monkeypatch):
+    """tools/execute.py runs each notebook with LSUTILS_RUN_LOG=<runs>/<chapter>.jsonl (emptied first)."""
+    tool = load_tool("execute")
+    nb = new_notebook(cells=[new_code_cell(
+        "import torch, torch.nn.functional as F, lsutils as ls\n"
+        "m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))\n"
+        "h = ls.fit(m, torch.randn(16, 1, 2, 2), torch.arange(16) % 2, F.cross_entropy, epochs=2, batch_size=8,\n"
+        "           lr=1e-2, device='cpu', progress=False)")])
+    path = tmp_path / "07_tiny.ipynb"
+    nbformat.write(nb, path)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "07_tiny.jsonl").write_text('{"stale": true}\n')
+    monkeypatch.setenv("LSUTILS_PROFILE", "smoke")
+    monkeypatch.setenv("LSUTILS_RUN_LOG", "")          # main() sets it for the kernels: restored after the test
+    assert tool.main(["--runs", str(runs), str(path)]) == 0
+    from lsutils.train import read_run_log
+
+    (record,) = read_run_log(runs / "07_tiny.jsonl")
+    assert record["kind"] == "fit" and record["profile"] == "smoke"
+    assert record["fits"][0]["epochs"] == 2 and record["fits"][0]["n_train"] == 16

@@ -2,12 +2,17 @@ r"""Execute chapter notebooks in place and report how long each took (what `make
 
     python tools/execute.py                       # every chapter, profile from $LSUTILS_PROFILE (default: cpu)
     python tools/execute.py chapters/03_*.ipynb   # some chapters
+    python tools/execute.py --runs DIR ...        # the chapters' run logs into DIR (default _build/runs/)
 
 Each notebook runs in its own kernel from the ``chapters/`` folder, in order, with nbclient; a failing cell stops
 the run with the cell's error. Before a notebook is written back, its stream outputs are normalised the way a
 terminal shows them (:func:`normalise_streams`): of a progress bar redrawn with ``\r`` only the final state
 remains, and streams left empty are dropped (CONTRIBUTING.md, "Quiet pages"). The last lines printed are a table
 of seconds per chapter and the total, the numbers the README quotes for "the whole book on this machine".
+
+Each chapter's kernel runs with ``LSUTILS_RUN_LOG=<runs>/<chapter>.jsonl`` (the file is emptied first): one JSON line
+per model the chapter trains or loads (``lsutils.train.read_run_log``), which ``tools/gpu_plan.py`` reads to plan the
+``gpu`` profile's time per chapter (``make gpu-plan``).
 """
 from __future__ import annotations
 
@@ -111,21 +116,45 @@ def normalise_streams(nb) -> int:
     return changed
 
 
-def main(paths: list[str]) -> int:
+RUN_LOG_ENV_VAR = "LSUTILS_RUN_LOG"       # lsutils.train.RUN_LOG_ENV_VAR (not imported: this tool needs no torch)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str]) -> int:
+    args = list(argv)
+    runs = ROOT / "_build" / "runs"
+    if "--runs" in args:
+        i = args.index("--runs")
+        if i + 1 >= len(args):
+            print("--runs needs a folder", file=sys.stderr)
+            return 2
+        runs = Path(args[i + 1]).resolve()
+        del args[i:i + 2]
     os.environ.setdefault("LSUTILS_PROFILE", "cpu")
-    notebooks = [Path(p).resolve() for p in paths] or sorted((ROOT / "chapters").glob("*.ipynb"))
+    notebooks = [Path(p).resolve() for p in args] or sorted((ROOT / "chapters").glob("*.ipynb"))
+    runs.mkdir(parents=True, exist_ok=True)
     times = []
     for path in notebooks:
-        print(f"==> {path.relative_to(ROOT)} (LSUTILS_PROFILE={os.environ['LSUTILS_PROFILE']})", flush=True)
+        print(f"==> {_shown(path)} (LSUTILS_PROFILE={os.environ['LSUTILS_PROFILE']})", flush=True)
         nb = nbformat.read(path, as_version=4)
+        log = runs / f"{path.stem}.jsonl"
+        log.write_text("")
+        os.environ[RUN_LOG_ENV_VAR] = str(log)          # the kernel inherits it: the chapter's run list
         t0 = time.perf_counter()
         NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
         seconds = time.perf_counter() - t0
         cleaned = normalise_streams(nb)
         nbformat.write(nb, path)
         times.append((path.name, seconds))
+        n_runs = sum(1 for line in log.read_text().splitlines() if line.strip())
         print(f"    {seconds:.1f} s" + (f" ({cleaned} stream outputs normalised: progress bars, empty streams)"
-                                      if cleaned else ""), flush=True)
+                                      if cleaned else "") + f"; run log {_shown(log)}: {n_runs} lines", flush=True)
     width = max(len(n) for n, _ in times)
     print("\nchapter".ljust(width + 1), "seconds")
     for name, seconds in times:
