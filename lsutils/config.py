@@ -40,6 +40,7 @@ import functools
 import os
 import pathlib
 import re
+import textwrap
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -83,10 +84,13 @@ class Profile:
         def size(n: int | None) -> str:
             return "all" if n is None else str(n)
 
-        return (f"profile={self.name} dataset={self.dataset} n_train={size(self.n_train)} n_val={self.n_val} "
-                f"n_test={size(self.n_test)} model={self.model}(width={self.width}) epochs={self.epochs} "
-                f"batch_size={self.batch_size} lr={self.lr:g} weight_decay={self.weight_decay:g} "
-                f"augment={self.augment} seeds={self.seeds} device={self.device} precision={self.precision}")
+        # wrapped at 72 characters, so that the line a chapter prints fits the book's page
+        return textwrap.fill(
+            f"profile={self.name} dataset={self.dataset} n_train={size(self.n_train)} n_val={self.n_val} "
+            f"n_test={size(self.n_test)} model={self.model}(width={self.width}) epochs={self.epochs} "
+            f"batch_size={self.batch_size} lr={self.lr:g} weight_decay={self.weight_decay:g} "
+            f"augment={self.augment} seeds={self.seeds} device={self.device} precision={self.precision}",
+            72, break_long_words=False, break_on_hyphens=False)
 
     @property
     def precision(self) -> str:
@@ -178,7 +182,8 @@ def get_profile(name: str | None = None) -> Profile:
     trains CIFAR-10 networks of 0.2 GFLOP per image on the CPU, which takes hours per chapter.
 
     >>> print(get_profile("smoke"))  # doctest: +ELLIPSIS
-    profile=smoke dataset=fashion_mnist n_train=500 n_val=500 n_test=1000 model=cnn(width=8) epochs=20 ...
+    profile=smoke dataset=fashion_mnist n_train=500 n_val=500 n_test=1000
+    model=cnn(width=8) epochs=20 batch_size=128 ...
     """
     source = "name"
     if name is None:

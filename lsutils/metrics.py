@@ -315,6 +315,11 @@ def temperature_scaled_report(val_logits: torch.Tensor, val_labels: torch.Tensor
             **{f"{k}_ts": after[k] for k in ("nll", "ece", "mce", "conf")}}
 
 
+def _compact_count(n: int) -> str:
+    """``"987"``, ``"1.2k"``, ``"12k"``: short enough to stand above a narrow bar."""
+    return str(n) if n < 1000 else f"{n / 1000:.1f}k" if n < 10_000 else f"{n // 1000}k"
+
+
 def plot_reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, ax: Any = None,
                      title: str | None = None, legend: bool = True, counts: bool = True) -> Any:
     """Reliability diagram: per-bin accuracy (bars) against confidence, the gap to the diagonal shaded.
@@ -349,8 +354,8 @@ def plot_reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     if counts:
         for x0, w, top, n in zip(left, width, np.maximum(acc, conf), b["count"][full]):
-            ax.text(x0 + w / 2, min(top + 0.02, 0.98), f"{n}", rotation=90, ha="center", va="bottom",
-                    fontsize=6, color="0.25", clip_on=True)
+            ax.text(x0 + w / 2, min(top + 0.02, 0.98), _compact_count(int(n)), rotation=90, ha="center",
+                    va="bottom", fontsize=7, color="0.25", clip_on=True)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.12 if counts else 1)
     ax.set_xlabel("confidence (max softmax probability)")

@@ -1,4 +1,4 @@
-"""What every chapter of the book shares: generated prose, the profile line, seed tables.
+"""What every chapter of the book shares: generated prose.
 
 Numbers in the book's prose are produced by the cell that computes them, as Markdown that the book, JupyterLab,
 Colab and GitHub all render (a ``{glue}`` role renders only in the book)::
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["md", "glue", "profile_line"]
+__all__ = ["md", "glue"]
 
 
 def md(text: str, **glue_values: Any) -> Any:
@@ -49,8 +49,3 @@ def glue(name: str, value: Any) -> Any:
         return value
     _myst_glue(name, value, display=False)
     return value
-
-
-def profile_line(profile: Any) -> str:
-    """One line that says which compute profile, data, model and device this run uses."""
-    return f"Compute profile: {profile}"

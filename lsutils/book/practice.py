@@ -142,62 +142,25 @@ class EpochProbe:
     >>> m = torch.nn.Linear(2, 2)
     >>> probe(m, 0, {}); probe(m, 1, {}); probe.finish()
     {'n': [1.0, 1.0]}
-
-    The older form ``EpochProbe(loss, model, probe)`` still works for notebooks not yet moved to ``on_epoch_end``:
-    a loss wrapper passed to ``fit`` as the loss, measuring from the loss's ``start_epoch`` hook (after epochs
-    1 … n−1) and once more in :meth:`finish` (after the last one). Prefer the callback.
     """
 
-    def __init__(self, *args: Any) -> None:
-        if len(args) == 1:
-            loss, model, probe = None, None, args[0]
-        elif len(args) == 3:
-            loss, model, probe = args
-            if not callable(loss):
-                raise TypeError(f"loss must be callable as loss(logits, y), got {type(loss).__name__}")
-            if not isinstance(model, nn.Module):
-                raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        else:
-            raise TypeError(f"EpochProbe takes probe (or loss, model, probe), got {len(args)} arguments")
+    def __init__(self, probe: Callable[[nn.Module], Mapping[str, float]]) -> None:
         if not callable(probe):
             raise TypeError(f"probe must be callable as probe(model) -> dict of numbers, got {type(probe).__name__}")
-        self.loss, self.model, self.probe = loss, model, probe
-        self.wants_batch = bool(getattr(loss, "wants_batch", False))
+        self.probe = probe
         self.records: list[dict[str, float]] = []
 
-    def _record(self, model: nn.Module) -> None:
+    def __call__(self, model: nn.Module, epoch: int, history: Mapping[str, Any]) -> None:
+        """``fit``'s ``on_epoch_end``: record ``probe(model)``."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"on_epoch_end is called as (model, epoch, history), got a {type(model).__name__}")
         out = self.probe(model)
         if not isinstance(out, Mapping) or not out:
             raise TypeError(f"probe(model) must return a non-empty dict of numbers, got {out!r}")
         self.records.append({str(k): float(v) for k, v in out.items()})
 
-    def __call__(self, *args: Any) -> Any:
-        """``probe(model, epoch, history)`` as ``fit``'s ``on_epoch_end``; in the older form also
-        ``probe(logits, y, *batch)``, the wrapped loss."""
-        if args and isinstance(args[0], nn.Module):
-            if len(args) != 3:
-                raise TypeError(f"on_epoch_end is called as (model, epoch, history), got {len(args)} arguments")
-            self._record(args[0])
-            return None
-        if self.loss is None:
-            raise TypeError("this EpochProbe is an on_epoch_end callback, called as (model, epoch, history); "
-                            "pass it to fit(..., on_epoch_end=probe), not as the loss")
-        return self.loss(*args)
-
-    def start_epoch(self, epoch: int, epochs: int) -> None:
-        """Older form only: record the probe after the previous epoch (if any), then pass the call on to the loss."""
-        if self.loss is None:
-            return
-        if epoch > 0:
-            self._record(self.model)
-        inner = getattr(self.loss, "start_epoch", None)
-        if inner is not None:
-            inner(epoch, epochs)
-
     def finish(self) -> dict[str, list[float]]:
-        """The records as ``{name: [one value per epoch]}`` (the older form records the last epoch here first)."""
-        if self.loss is not None:
-            self._record(self.model)
+        """The records as ``{name: [one value per epoch]}``."""
         if not self.records:
             raise ValueError("the probe has no record: was it passed to fit(..., on_epoch_end=probe)?")
         return {k: [r[k] for r in self.records] for k in self.records[0]}

@@ -43,8 +43,11 @@ def test_settings_and_specs_share_the_ce_ls_models():
 
 def test_settings_and_loss_specs_reject_bad_input():
     gpu = ls.config._table("cpu")["gpu"]
+    assert ch.chapter_settings(gpu)["transfer_n_train"] == 4 * gpu.n_train     # CIFAR-10: 40,000 of its 45,000
+    import dataclasses
+
     with pytest.raises(ValueError, match="finite training set"):
-        ch.chapter_settings(gpu)
+        ch.chapter_settings(dataclasses.replace(gpu, n_train=None))
     with pytest.raises(TypeError, match="lsutils Profile"):
         ch.chapter_settings({"n_train": 3})
     p = ls.get_profile("smoke")
