@@ -33,8 +33,8 @@ test: setup unit nbval book-committed browser
 	@echo "==> make test: all passed"
 
 unit: setup
-	@echo "==> 1/4 unit tests (network off)"
-	tools/netoff.sh $(PY) -m pytest tests/ -q -p no:cacheprovider --ignore=tests/browser
+	@echo "==> 1/4 unit tests and the docstrings' examples (network off)"
+	tools/netoff.sh $(PY) -m pytest tests/ lsutils/ -q -p no:cacheprovider --ignore=tests/browser
 
 nbval: setup
 	@echo "==> 2/4 every chapter under nbval, smoke profile (network off)"
