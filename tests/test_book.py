@@ -111,3 +111,21 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme
     assert re.search(r"^make test\s*$", ci, re.M), ".ci/run must call exactly the README's test command: make test"
+
+
+def test_decision_guide_links_every_advice_to_its_evidence():
+    """Each row of the guide's table points to a chapter ({doc}), every {doc} target exists, and the guide is in the toc."""
+    guide = ROOT / "chapters" / "10_decision_guide.md"
+    text = guide.read_text()
+    assert "chapters/10_decision_guide" in _toc_files()
+    targets = re.findall(r"\{doc\}`([^`]+)`", text)
+    assert targets, "the decision guide links to no chapter"
+    for target in targets:
+        assert ((ROOT / "chapters" / f"{target}.ipynb").exists()
+                or (ROOT / "chapters" / f"{target}.md").exists()), f"{{doc}}`{target}` names no page"
+    section = text.split("## What do you want?")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| **")]
+    assert len(rows) >= 8, "the guide's table lost rows"
+    for row in rows:
+        assert "{doc}`0" in row.rsplit("|", 2)[-2], f"a row of the guide cites no chapter: {row[:80]}"
+    assert "{doc}`10_decision_guide`" in (ROOT / "chapters" / "intro.md").read_text(), "intro.md does not link the guide"
