@@ -85,10 +85,19 @@ def browser():
 def full_page_screenshot(driver, path: Path) -> tuple[int, int]:
     """Save a PNG of the *whole* page (not only the window) at ``path``; returns its ``(width, height)``.
 
-    Chrome's DevTools ``Page.captureScreenshot`` with ``captureBeyondViewport`` renders the full layout in one
-    image. Fails if the image is shorter than the document, i.e. if the page was cut.
+    The viewport is made as tall as the document (DevTools ``Emulation.setDeviceMetricsOverride``, window width
+    kept) and captured in one image, then restored. (``captureBeyondViewport`` alone shifted the theme's content
+    column sideways in the image, cutting its left part, though the page itself did not scroll.) Fails if the
+    image is shorter than the document, i.e. if the page was cut.
     """
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    width = driver.execute_script("return window.innerWidth")
+    full = driver.execute_script("return Math.ceil(document.documentElement.scrollHeight)")
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": full, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     png = base64.b64decode(shot["data"])
     width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk of a PNG
     path.parent.mkdir(parents=True, exist_ok=True)
