@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from lsutils._validate import check_tensor
-from lsutils.book.common import md
+from lsutils.book.common import comparison_text, md, p_text, verdict
 
 __all__ = ["EPSILONS", "MULLER2019_TABLE3", "md", "epsilon_of", "loss_name", "verdict", "p_text", "comparison_text",
            "history_frame", "positive_from", "select_epsilon", "at_grid_edge", "plot_training_curves", "plot_sweep",
@@ -59,45 +59,6 @@ def loss_name(eps: float) -> str:
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"eps must be in [0, 1], got {eps}")
     return "CE" if eps == 0.0 else f"LS ε={eps:g}"
-
-
-def verdict(comparison: Any, expect: str) -> str:
-    """``"reproduces"`` / ``"opposite"`` / ``"not significant"``: a paired comparison against the sign a claim expects.
-
-    ``expect`` is ``"lower"`` or ``"higher"`` (the claimed sign of arm a minus arm b).
-
-    >>> from types import SimpleNamespace as NS
-    >>> verdict(NS(verdict="higher"), "lower"), verdict(NS(verdict="same"), "higher")
-    ('opposite', 'not significant')
-    """
-    if expect not in ("lower", "higher"):
-        raise ValueError(f"expect must be 'lower' or 'higher', got {expect!r}")
-    word = getattr(comparison, "verdict", None)
-    if word not in ("lower", "higher", "same"):
-        raise TypeError(f"comparison must be a PairedComparison (from ls.paired_comparison), got {comparison!r}")
-    if word == "same":
-        return "not significant"
-    return "reproduces" if word == expect else "opposite"
-
-
-def p_text(p: float) -> str:
-    """``"p < 0.001"``, else ``"p = "`` with three decimals below 0.01 and two above.
-
-    >>> p_text(0.0004), p_text(0.0061), p_text(0.234)
-    ('p < 0.001', 'p = 0.006', 'p = 0.23')
-    """
-    p = float(p)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be a probability in [0, 1], got {p}")
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
-
-
-def comparison_text(comparison: Any, digits: int = 2) -> str:
-    """A paired comparison's one-line summary (:meth:`~lsutils.stats.PairedComparison.text`), p written by
-    :func:`p_text`."""
-    if not hasattr(comparison, "text") or not hasattr(comparison, "p"):
-        raise TypeError(f"comparison must be a PairedComparison (from ls.paired_comparison), got {comparison!r}")
-    return comparison.text(digits).replace("p = < 0.001", "p < 0.001")
 
 
 # --------------------------------------------------------------------------------------------- the regime

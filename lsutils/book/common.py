@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["md", "glue"]
+from lsutils.stats import p_text
+
+__all__ = ["md", "glue", "verdict", "p_text", "comparison_text"]
 
 
 def md(text: str, **glue_values: Any) -> Any:
@@ -49,3 +51,35 @@ def glue(name: str, value: Any) -> Any:
         return value
     _myst_glue(name, value, display=False)
     return value
+
+
+def verdict(comparison: Any, expect: str) -> str:
+    """A claim's verdict from a :class:`~lsutils.stats.PairedComparison` (arm a minus arm b).
+
+    ``expect``: the sign the claim predicts for the difference (``"lower"`` or ``"higher"``). Returns
+    ``"reproduces"`` (significant, in the claimed direction), ``"opposite"`` (significant, against it) or
+    ``"not significant"``.
+
+    >>> from types import SimpleNamespace as NS
+    >>> verdict(NS(verdict="lower"), "lower"), verdict(NS(verdict="higher"), "lower"), verdict(NS(verdict="same"), "higher")
+    ('reproduces', 'opposite', 'not significant')
+    """
+    if expect not in ("lower", "higher"):
+        raise ValueError(f"expect must be 'lower' or 'higher', got {expect!r}")
+    word = getattr(comparison, "verdict", None)
+    if word not in ("lower", "higher", "same"):
+        raise TypeError(f"comparison must be a PairedComparison (from ls.paired_comparison), got {comparison!r}")
+    if word == "same":
+        return "not significant"
+    return "reproduces" if word == expect else "opposite"
+
+
+def comparison_text(comparison: Any, digits: int = 2) -> str:
+    """``"+1.23 ± 0.45 (95 % CI [+0.1, +2.3], p = 0.03, n = 3)"``: a paired comparison's one-line summary.
+
+    :meth:`lsutils.stats.PairedComparison.text` with the p-value written by :func:`lsutils.stats.p_text`
+    (``p < 0.001``, not ``p = < 0.001``).
+    """
+    if not hasattr(comparison, "text") or not hasattr(comparison, "p"):
+        raise TypeError(f"comparison must be a PairedComparison (from ls.paired_comparison), got {comparison!r}")
+    return comparison.text(digits).replace("p = < 0.001", "p < 0.001")

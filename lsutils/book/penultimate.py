@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from lsutils._validate import check_tensor
-from lsutils.book.common import md
+from lsutils.book.common import comparison_text, md, p_text, verdict
 from lsutils.geometry import (_resolve_classes, classifier_templates, cluster_tightness, equidistance,
                               project_classes, project_to_plane, template_plane_basis, template_subspace_basis)
 
@@ -97,50 +97,6 @@ def loss_label(spec: Any) -> str:
     if not isinstance(loss, Mapping) or loss.get("name") not in ("ce", "ls"):
         raise ValueError(f"spec must describe a 'ce' or 'ls' loss, got {loss!r}")
     return "CE" if loss["name"] == "ce" else f"LS ε={loss['epsilon']:g}"
-
-
-def verdict(comparison: Any, expect: str) -> str:
-    """A claim's verdict from a :class:`~lsutils.stats.PairedComparison` of LS minus CE.
-
-    ``expect``: the sign the claim predicts for the difference (``"lower"`` or ``"higher"``). Returns
-    ``"reproduces"`` (significant, in the claimed direction), ``"opposite"`` (significant, against it) or
-    ``"not significant"``.
-
-    >>> from types import SimpleNamespace as NS
-    >>> verdict(NS(verdict="lower"), "lower"), verdict(NS(verdict="same"), "lower")
-    ('reproduces', 'not significant')
-    """
-    if expect not in ("lower", "higher"):
-        raise ValueError(f"expect must be 'lower' or 'higher', got {expect!r}")
-    word = getattr(comparison, "verdict", None)
-    if word not in ("lower", "higher", "same"):
-        raise TypeError(f"comparison must be a PairedComparison (from ls.paired_comparison), got {comparison!r}")
-    if word == "same":
-        return "not significant"
-    return "reproduces" if word == expect else "opposite"
-
-
-def p_text(p: float) -> str:
-    """A p-value as the book prints it: ``"p < 0.001"``, else ``"p = "`` with three decimals below 0.01, two above.
-
-    >>> p_text(0.0004), p_text(0.0061), p_text(0.234)
-    ('p < 0.001', 'p = 0.006', 'p = 0.23')
-    """
-    p = float(p)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be a probability in [0, 1], got {p}")
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
-
-
-def comparison_text(comparison: Any, digits: int = 2) -> str:
-    """``"+1.23 ± 0.45 (95 % CI [+0.1, +2.3], p = 0.03, n = 3)"``: a paired comparison's one-line summary.
-
-    :meth:`lsutils.stats.PairedComparison.text` with the p-value written by :func:`p_text` (``p < 0.001``, not
-    ``p = < 0.001``).
-    """
-    if not hasattr(comparison, "text") or not hasattr(comparison, "p"):
-        raise TypeError(f"comparison must be a PairedComparison (from ls.paired_comparison), got {comparison!r}")
-    return comparison.text(digits).replace("p = < 0.001", "p < 0.001")
 
 
 # --------------------------------------------------------------------------------------------- measurements
