@@ -1019,10 +1019,16 @@ def _distill_loss(teacher: Mapping[str, Any], temperature: float, beta: float = 
         raise TypeError(f"teacher must be the teacher's RunSpec as a dict (RunSpec.to_dict()), got {teacher!r}")
     if context is None:
         return None
+    return DistillationLoss(_teacher_from_context(teacher, context, "distill"), context.train_x, temperature,
+                            beta, epsilon=epsilon)
+
+
+def _teacher_from_context(teacher: Mapping, context: LossContext, loss_name: str) -> nn.Module:
+    """The teacher model of a distillation-style loss, trained or loaded through ``context.load_model``."""
     if context.load_model is None or context.train_x is None:
-        raise ValueError("the 'distill' loss needs a LossContext with train_x and load_model (the trainer "
+        raise ValueError(f"the {loss_name!r} loss needs a LossContext with train_x and load_model (the trainer "
                          "provides one: train it through lsutils.train_model)")
     model = context.load_model(teacher)
     if not isinstance(model, nn.Module):
         raise TypeError(f"context.load_model must return a torch.nn.Module, got {type(model).__name__}")
-    return DistillationLoss(model, context.train_x, temperature, beta, epsilon=epsilon)
+    return model

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from lsutils.book.common import md  # noqa: F401  (the chapter's generated prose: ch.md(...))
 from lsutils._validate import check_finite, check_labels_1d, check_logits_2d, check_probability, check_tensor
-from lsutils.losses import (DistillationLoss, LossContext, _check_beta, _check_temperature, register_loss,
-                            smoothing_spec)
+from lsutils.losses import (DistillationLoss, LossContext, _check_beta, _check_temperature, _teacher_from_context,
+                            register_loss, smoothing_spec)
 
 __all__ = ["md", "chapter_settings", "teacher_name", "teacher_spec", "student_spec", "kd", "pseudo_labels", "kd_rescaled",
            "PseudoLabelLoss", "RescaledDistillationLoss", "teacher_logits", "accuracy_on", "evaluate_runs", "route_deltas",
@@ -220,16 +220,6 @@ class RescaledDistillationLoss(DistillationLoss):
         return super()._teacher_on(x) * self.scale
 
 
-def _load_teacher(teacher: Any, context: LossContext) -> nn.Module:
-    if context.load_model is None or context.train_x is None:
-        raise ValueError("this loss needs a LossContext with train_x and load_model (train it through "
-                         "lsutils.train_model)")
-    model = context.load_model(teacher)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"context.load_model must return a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
 def _check_teacher_dict(teacher: Any) -> None:
     from lsutils.train import RunSpec
 
@@ -244,7 +234,7 @@ def _pseudo_label_loss(teacher: Mapping[str, Any], context: LossContext | None =
     _check_teacher_dict(teacher)
     if context is None:
         return None
-    return PseudoLabelLoss(_load_teacher(teacher, context), context.train_x)
+    return PseudoLabelLoss(_teacher_from_context(teacher, context, "pseudo_label"), context.train_x)
 
 
 @register_loss("distill_rescaled")
@@ -255,7 +245,8 @@ def _distill_rescaled_loss(teacher: Mapping[str, Any], temperature: float, scale
     temperature, scale, beta = _check_temperature(temperature), _check_scale(scale), _check_beta(beta)
     if context is None:
         return None
-    return RescaledDistillationLoss(_load_teacher(teacher, context), context.train_x, temperature, scale, beta)
+    return RescaledDistillationLoss(_teacher_from_context(teacher, context, "distill_rescaled"), context.train_x,
+                                    temperature, scale, beta)
 
 
 # --------------------------------------------------------------------------------------------- outputs and scores
