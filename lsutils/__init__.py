@@ -17,8 +17,6 @@ cache), :mod:`lsutils.config` (compute profiles), :mod:`lsutils.geometry` (Müll
 Transformer, greedy and beam decoding). The book's chapter code lives in :mod:`lsutils.book`, which the core never
 imports. Importing ``lsutils`` never touches the network.
 """
-from __future__ import annotations
-
 __version__ = "0.2.0"
 
 from . import config, data, geometry, losses, metrics, models, seq, stats, targets, train  # noqa: F401

@@ -26,6 +26,8 @@ def test_top_level_is_small_documented_and_has_no_chapter_code():
                          capture_output=True, text=True, cwd=ROOT, timeout=120, check=True)
     public = out.stdout.split()
     assert len(public) <= 45, f"lsutils exposes {len(public)} names: {public}"
+    # nothing public by accident (a `from __future__ import annotations` binds the name `annotations`)
+    assert sorted(public) == sorted(lsutils.__all__), set(public) ^ set(lsutils.__all__)
     for name in lsutils.__all__:
         obj = getattr(lsutils, name)
         assert (inspect.getdoc(obj) or "").strip(), f"lsutils.{name} has no docstring"
