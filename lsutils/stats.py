@@ -146,13 +146,27 @@ class PairedComparison:
 def p_text(p: float) -> str:
     """A p-value as the book writes it: ``"p < 0.001"``, else ``"p = "`` with three decimals below 0.01, two above.
 
+    Near the 0.05 threshold two decimals would print "p = 0.05" for a significant 0.048 and for a non-significant
+    0.052 alike, so there the value gets as many decimals as it takes to tell which side of 0.05 it is on.
+
     >>> p_text(0.0004), p_text(0.0061), p_text(0.234)
     ('p < 0.001', 'p = 0.006', 'p = 0.23')
+    >>> p_text(0.048), p_text(0.052), p_text(0.04996), p_text(0.05)
+    ('p = 0.048', 'p = 0.052', 'p = 0.04996', 'p = 0.05')
     """
     p = as_real("p", p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must be a probability in [0, 1], got {p}")
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+    if p < 0.001:
+        return "p < 0.001"
+    if p < 0.01:
+        return f"p = {p:.3f}"
+    text = f"{p:.2f}"
+    digits = 2
+    while text == "0.05" and p != 0.05 and digits < 6:   # which side of 0.05 must be visible
+        digits += 1
+        text = f"{p:.{digits}f}".rstrip("0")
+    return f"p = {text}"
 
 
 def _select(df, name: str, where: Any):
